@@ -1,0 +1,18 @@
+"""Duplicate-token heads: attention on earlier occurrences of the query's own token."""
+
+from __future__ import annotations
+
+import torch
+
+from headscope.analyzers.pattern_heads import PatternHeadAnalyzer, same_token
+
+
+class DuplicateTokenAnalyzer(PatternHeadAnalyzer):
+    """TransformerLens `get_duplicate_token_head_detection_pattern` (diagonal excluded), batched."""
+
+    name = "duplicate-token"
+    metrics = ("duplicate_token_score",)
+    description = "share of attention on earlier copies of the current token"
+
+    def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return same_token(input_ids, valid)

@@ -1,0 +1,23 @@
+"""Induction heads: attention on the token right after an earlier copy of the query's token."""
+
+from __future__ import annotations
+
+import torch
+
+from headscope.analyzers.pattern_heads import PatternHeadAnalyzer, same_token
+
+
+class InductionAnalyzer(PatternHeadAnalyzer):
+    """TransformerLens `get_induction_head_detection_pattern`: the duplicate pattern shifted one key right."""
+
+    name = "induction"
+    metrics = ("induction_score",)
+    description = "share of attention on the token after an earlier copy of the current token"
+
+    def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        duplicate = same_token(input_ids, valid)  # [batch, query, key]
+        shifted = torch.zeros_like(duplicate)
+        shifted[:, :, 1:] = duplicate[:, :, :-1]  # key k is induction target when key k-1 duplicates the query
+        t = input_ids.shape[1]
+        lower = torch.ones(t, t, dtype=torch.bool, device=input_ids.device).tril()
+        return shifted & lower & valid[:, None, :]

@@ -1,0 +1,105 @@
+"""Reading and writing atlas files: atomic writes, validated reads, nothing ever unpickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from headscope.atlas.schema import COLUMNS, METADATA_KEY, SCHEMA, SCHEMA_VERSION
+from headscope.errors import HeadscopeError
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
+    """Write `frame` as Parquet at `path`: to a temp file beside it, fsync, then rename over."""
+    target = Path(path)
+    if target.is_dir():
+        raise HeadscopeError(f"'{target}' is a folder: give a file name such as atlas.parquet")
+    table = frame_to_table(frame).replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            pq.write_table(table, sink, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def frame_to_table(frame: pd.DataFrame) -> pa.Table:
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"atlas frame lacks columns {missing}")
+    return pa.Table.from_pandas(frame[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+
+
+def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read and validate an atlas file; every failure is a one-line HeadscopeError."""
+    source = Path(path)
+    if not source.is_file():
+        raise HeadscopeError(f"atlas '{source}' does not exist: check the path (atlases are written by `headscope scan`)")
+    try:
+        table = pq.read_table(source)
+    except (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError, MemoryError, EOFError) as err:
+        raise HeadscopeError(
+            f"'{source}' is not a readable atlas (truncated or corrupt Parquet: {type(err).__name__}): re-run the scan or re-download it"
+        ) from None
+    metadata = _metadata(table, source)
+    version = metadata.get("schema_version")
+    if not isinstance(version, int):
+        raise HeadscopeError(f"'{source}' has no headscope schema version: it was not written by headscope")
+    if version > SCHEMA_VERSION:
+        raise HeadscopeError(
+            f"'{source}' uses atlas schema {version}, newer than this headscope's {SCHEMA_VERSION}: upgrade with `pip install -U headscope`"
+        )
+    _check_columns(table, source)
+    try:
+        frame = table.select(list(COLUMNS)).cast(SCHEMA).to_pandas(ignore_metadata=True)
+    except (pa.ArrowException, ValueError, TypeError) as err:
+        raise HeadscopeError(f"'{source}' has columns of the wrong type ({type(err).__name__}): the atlas was altered; re-run the scan") from None
+    _check_values(frame, source)
+    return frame, metadata
+
+
+def _metadata(table: pa.Table, source: Path) -> dict:
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise HeadscopeError(f"'{source}' is a Parquet file but not a headscope atlas (no provenance metadata)")
+    try:
+        metadata = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HeadscopeError(f"'{source}' has corrupt provenance metadata: re-run the scan") from None
+    if not isinstance(metadata, dict):
+        raise HeadscopeError(f"'{source}' has corrupt provenance metadata: re-run the scan")
+    return metadata
+
+
+def _check_columns(table: pa.Table, source: Path) -> None:
+    names = set(table.schema.names)
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise HeadscopeError(f"'{source}' lacks atlas columns {missing}: the atlas was altered; re-run the scan")
+    for field in SCHEMA:
+        actual = table.schema.field(field.name).type
+        if actual != field.type and not (pa.types.is_integer(actual) and pa.types.is_integer(field.type)):
+            raise HeadscopeError(
+                f"'{source}' column '{field.name}' is {actual}, expected {field.type}: the atlas was altered; re-run the scan"
+            )
+
+
+def _check_values(frame: pd.DataFrame, source: Path) -> None:
+    required = [f.name for f in SCHEMA if not f.nullable]
+    if frame[required].isna().any().any():
+        raise HeadscopeError(f"'{source}' has empty provenance cells: the atlas was altered; re-run the scan")
+    bad = (frame["layer"] < 0) | (frame["head"] < 0) | (frame["layer"] >= frame["n_layers"]) | (frame["head"] >= frame["n_heads"])
+    if bad.any():
+        raise HeadscopeError(f"'{source}' has {int(bad.sum())} rows with impossible layer/head indices: the atlas was altered")

@@ -1,0 +1,36 @@
+"""The atlas schema: long format, one row per (model, layer, head, analyzer, metric), provenance on every row."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"headscope"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("revision", pa.string(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("analyzer", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("layer", pa.int32(), nullable=False),
+        pa.field("head", pa.int32(), nullable=False),
+        pa.field("kv_head", pa.int32(), nullable=False),
+        pa.field("value", pa.float64(), nullable=True),
+        pa.field("n_samples", pa.int64(), nullable=False),
+        pa.field("probe_suite", pa.string(), nullable=False),
+        pa.field("probe_hash", pa.string(), nullable=False),
+        pa.field("params", pa.string(), nullable=False),  # analyzer parameters as canonical JSON
+        pa.field("n_layers", pa.int32(), nullable=False),
+        pa.field("n_heads", pa.int32(), nullable=False),
+        pa.field("n_kv_heads", pa.int32(), nullable=False),
+        pa.field("headscope_version", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+# A row is identified by these; two rows with the same key and different values are a conflict.
+ROW_KEY = ("model", "revision", "dtype", "backend", "analyzer", "metric", "layer", "head", "probe_hash", "params")

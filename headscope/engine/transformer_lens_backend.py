@@ -1,0 +1,159 @@
+"""TransformerLens backend: the model runs inside a `TransformerBridge`, analyzers read its hook points.
+
+Hook points used per layer (TransformerLens 4.x names):
+  blocks.L.hook_resid_pre, blocks.L.attn.hook_rot_q / hook_rot_k (hook_q / hook_k without rotary),
+  blocks.L.attn.hook_v, blocks.L.attn.hook_pattern, blocks.L.attn.hook_z, blocks.L.hook_resid_post.
+Tensors of a layer are held only until that layer's hook_resid_post fires, where they are handed to
+the callback and dropped: peak extra memory is one layer's requested tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from headscope.engine.activations import LayerActivations, Needs
+from headscope.engine.backend import LayerCallback, select_rows
+from headscope.engine.batch import ProbeBatch
+from headscope.engine.spec import ModelSpec
+from headscope.errors import HeadscopeError
+
+
+class TransformerLensBackend:
+    """Runs probes through `TransformerBridge.boot_transformers(local_path)`."""
+
+    name = "transformer-lens"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        model_id: str,
+        revision: str,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        self.model_id = model_id
+        self.revision = revision
+        self.dtype = dtype
+        self.device = torch.device(device)
+        try:
+            with _quiet():
+                self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
+        except (ValueError, NotImplementedError, KeyError) as err:
+            raise HeadscopeError(
+                f"TransformerLens cannot adapt the model at {path} ({str(err).splitlines()[0][:160]}): "
+                "try `--backend nnsight`"
+            ) from None
+        self.bridge.eval()
+        self.tokenizer = self.bridge.tokenizer
+        self.spec = _spec_from_bridge(self.bridge)
+        hooks = self.bridge.hook_dict
+        self._q_hook = "attn.hook_rot_q" if "blocks.0.attn.hook_rot_q" in hooks else "attn.hook_q"
+        self._k_hook = "attn.hook_rot_k" if "blocks.0.attn.hook_rot_k" in hooks else "attn.hook_k"
+
+    def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
+        if needs.rows_only and query_positions is None:
+            raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
+
+        def keep(field: str, transform: Callable[[torch.Tensor], torch.Tensor]):
+            def hook(tensor: torch.Tensor, hook: Any) -> None:
+                layer = int(hook.name.split(".")[1])
+                pending.setdefault(layer, {})[field] = transform(tensor.detach()).float()
+                return None
+
+            return hook
+
+        def heads_first(t: torch.Tensor) -> torch.Tensor:  # [batch, pos, head, d] -> [batch, head, pos, d]
+            return t.transpose(1, 2)
+
+        def pattern_rows(t: torch.Tensor) -> torch.Tensor:
+            return select_rows(t, query_positions) if needs.rows_only else t
+
+        def finish(tensor: torch.Tensor, hook: Any) -> None:
+            layer = int(hook.name.split(".")[1])
+            on_layer(LayerActivations(layer=layer, **pending.pop(layer, {})))
+            return None
+
+        wanted: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
+        if needs.resid_pre:
+            wanted.append(("hook_resid_pre", "resid_pre", lambda t: t))
+        if needs.q:
+            wanted.append((self._q_hook, "q", heads_first))
+        if needs.k:
+            wanted.append((self._k_hook, "k", heads_first))
+        if needs.v:
+            wanted.append(("attn.hook_v", "v", heads_first))
+        if needs.pattern:
+            wanted.append(("attn.hook_pattern", "pattern", pattern_rows))
+        if needs.z:
+            wanted.append(("attn.hook_z", "z", heads_first))
+
+        fwd_hooks = []
+        for layer in range(self.spec.n_layers):
+            for point, field, transform in wanted:
+                fwd_hooks.append((f"blocks.{layer}.{point}", keep(field, transform)))
+            fwd_hooks.append((f"blocks.{layer}.hook_resid_post", finish))
+
+        input_ids = batch.input_ids.to(self.device)
+        attention_mask = batch.attention_mask.to(self.device)
+        with torch.inference_mode():
+            logits = self.bridge.run_with_hooks(
+                input_ids,
+                attention_mask=attention_mask,
+                fwd_hooks=fwd_hooks,
+                return_type="logits" if needs.logits else None,
+            )
+        if pending:
+            raise RuntimeError(f"layers {sorted(pending)} never reached hook_resid_post")
+        return logits.float() if needs.logits else None
+
+
+def _spec_from_bridge(bridge: Any) -> ModelSpec:
+    cfg = bridge.cfg
+    hf_config = bridge.original_model.config
+    n_heads = int(cfg.n_heads)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    tokenizer = bridge.tokenizer
+    return ModelSpec(
+        n_layers=int(cfg.n_layers),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_head=int(cfg.d_head),
+        d_model=int(cfg.d_model),
+        d_vocab=int(cfg.d_vocab),
+        n_ctx=int(cfg.n_ctx),
+        bos_token_id=_first_int(getattr(hf_config, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
+        pad_token_id=_first_int(getattr(tokenizer, "pad_token_id", None), getattr(hf_config, "pad_token_id", None)),
+        architecture=str((getattr(hf_config, "architectures", None) or [type(bridge.original_model).__name__])[0]),
+    )
+
+
+def _first_int(*values: Any) -> int | None:
+    for value in values:
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int):
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """TransformerLens prints banners and warnings on boot; keep the user's terminal clean."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
