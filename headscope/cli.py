@@ -30,10 +30,12 @@ def scan(
     seed: Optional[int] = typer.Option(None, help="probe seed"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    param: list[str] = typer.Option([], "--param", "-p", help="analyzer parameter, e.g. induction.exclude_bos=false (repeatable)"),
     top: int = typer.Option(5, help="heads per metric in the summary"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Scan MODEL with the chosen analyzers and write a head atlas."""
+    from headscope.scan import parse_param_overrides
     from headscope.scan import scan as run_scan
     from headscope.summary import print_summary
 
@@ -48,6 +50,7 @@ def scan(
         seq_len=seq_len,
         n_samples=n_samples,
         seed=seed,
+        params=parse_param_overrides(param),
         progress=not quiet,
     )
     print_summary(atlas, k=top, console=console)

@@ -23,6 +23,49 @@ from headscope.models import DEFAULT_MODEL
 SHARED_KNOBS = ("seq_len", "n_samples", "seed")
 
 
+def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Parse `analyzer.field=value` strings (CLI `--param`) into typed per-analyzer overrides.
+
+    Values take the type of the field's default: int, float, bool (true/false), str, or a comma list
+    for tuple/list fields.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise HeadscopeError(f"--param '{item}' is not of the form analyzer.field=value (e.g. induction.exclude_bos=false)")
+        key, raw = item.split("=", 1)
+        name, field_name = key.split(".", 1)
+        cls = analyzer_class(name)
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        if field_name not in fields:
+            raise HeadscopeError(f"analyzer '{cls.name}' has no parameter '{field_name}': it takes {sorted(fields)}")
+        default = getattr(cls.Params(), field_name)
+        out.setdefault(cls.name, {})[field_name] = _coerce(raw, default, item)
+    return out
+
+
+def _coerce(raw: str, default: Any, item: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, (tuple, list)):
+            kind = type(default[0]) if default else str
+            values = [kind(v.strip()) for v in raw.split(",") if v.strip()]
+            return type(default)(values)
+        if default is None:
+            return raw
+        return type(default)(raw)
+    except (ValueError, TypeError):
+        raise HeadscopeError(f"--param '{item}': cannot read '{raw}' as {type(default).__name__}") from None
+
+
 def build_analyzers(
     names: Sequence[str] | str,
     *,

@@ -11,7 +11,7 @@ from headscope.atlas import Atlas
 def summary_table(atlas: Atlas, *, k: int = 5, model: str | None = None) -> Table:
     """Top-k heads of every score metric (std metrics left out), one column per metric."""
     model = model or atlas.models[0]
-    metrics = [m for m in atlas.metrics if not m.endswith("_std")]
+    metrics = sorted(m for m in atlas.head_rows(model)["metric"].unique() if not m.endswith("_std"))
     table = Table(title=f"top heads: {model}", show_lines=False)
     table.add_column("rank", justify="right")
     for metric in metrics:
@@ -34,3 +34,11 @@ def print_summary(atlas: Atlas, *, k: int = 5, console: Console | None = None) -
     console = console or Console()
     for model in atlas.models:
         console.print(summary_table(atlas, k=k, model=model))
+        model_rows = atlas.model_metrics(model)
+        if not model_rows.empty:
+            table = Table(title=f"model-level: {model}")
+            for column in ("analyzer", "metric", "value", "n_samples"):
+                table.add_column(column)
+            for _, row in model_rows.iterrows():
+                table.add_row(row["analyzer"], row["metric"], f"{row['value']:.4g}", str(row["n_samples"]))
+            console.print(table)

@@ -17,7 +17,7 @@ from headscope.probes import TokenSuite
 
 @dataclass(frozen=True)
 class HeadValue:
-    """One number about one head: becomes one atlas row."""
+    """One number about one head: becomes one atlas row (layer = head = -1: a model-level number)."""
 
     layer: int
     head: int

@@ -59,16 +59,26 @@ class Atlas:
             raise HeadscopeError(f"this atlas holds {len(self.models)} models: pass model= one of {', '.join(self.models)}")
         return frame
 
+    def head_rows(self, model: str | None = None) -> pd.DataFrame:
+        """Long rows about single heads (model-level rows left out)."""
+        frame = self._select(model)
+        return frame[frame["layer"] >= 0]
+
+    def model_metrics(self, model: str | None = None) -> pd.DataFrame:
+        """Model-level rows (layer == head == -1): baselines, detector scores, sample counts."""
+        frame = self._select(model)
+        return frame[frame["layer"] == -1][["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
+
     def to_frame(self, model: str | None = None) -> pd.DataFrame:
         """Wide view: one row per (layer, head), one column per metric, plus kv_head."""
-        frame = self._select(model)
+        frame = self.head_rows(model)
         wide = frame.pivot_table(index=["layer", "head", "kv_head"], columns="metric", values="value", aggfunc="first")
         wide.columns.name = None
         return wide.reset_index().set_index(["layer", "head"]).sort_index()
 
     def top(self, metric: str, k: int = 10, *, model: str | None = None, ascending: bool = False) -> pd.DataFrame:
         """The k heads with the highest (or lowest) `metric`."""
-        frame = self._select(model)
+        frame = self.head_rows(model)
         rows = frame[frame["metric"] == metric]
         if rows.empty:
             raise HeadscopeError(f"metric '{metric}' is not in this atlas: it holds {', '.join(self.metrics)}")

@@ -52,7 +52,7 @@ def rows_frame(
             "metric": v.metric,
             "layer": int(v.layer),
             "head": int(v.head),
-            "kv_head": int(v.head) // group,
+            "kv_head": int(v.head) // group if int(v.head) >= 0 else -1,
             "value": float(v.value),
             "n_samples": int(v.n_samples),
             "probe_suite": probe_suite,

@@ -100,6 +100,9 @@ def _check_values(frame: pd.DataFrame, source: Path) -> None:
     required = [f.name for f in SCHEMA if not f.nullable]
     if frame[required].isna().any().any():
         raise HeadscopeError(f"'{source}' has empty provenance cells: the atlas was altered; re-run the scan")
-    bad = (frame["layer"] < 0) | (frame["head"] < 0) | (frame["layer"] >= frame["n_layers"]) | (frame["head"] >= frame["n_heads"])
+    model_level = (frame["layer"] == -1) & (frame["head"] == -1)
+    bad = ~model_level & (
+        (frame["layer"] < 0) | (frame["head"] < 0) | (frame["layer"] >= frame["n_layers"]) | (frame["head"] >= frame["n_heads"])
+    )
     if bad.any():
         raise HeadscopeError(f"'{source}' has {int(bad.sum())} rows with impossible layer/head indices: the atlas was altered")

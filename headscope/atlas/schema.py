@@ -32,5 +32,10 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 
+# Rows with layer == head == -1 (kv_head -1) hold model-level numbers of an analyzer: a baseline accuracy,
+# a detector's AUROC, how many samples passed a filter. `Atlas.to_frame()` leaves them out;
+# `Atlas.model_metrics()` shows them.
+MODEL_LEVEL = -1
+
 # A row is identified by these; two rows with the same key and different values are a conflict.
 ROW_KEY = ("model", "revision", "dtype", "backend", "analyzer", "metric", "layer", "head", "probe_hash", "params")

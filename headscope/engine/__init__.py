@@ -1,7 +1,7 @@
 """The engine: backends that run a model once and hand per-layer, per-head tensors to analyzers."""
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import Backend, select_rows
+from headscope.engine.backend import Backend, DecodeResult, select_rows
 from headscope.engine.batch import ProbeBatch, pad_sequences
 from headscope.engine.loading import load_backend
 from headscope.engine.recorder import LayerConsumer, Recorder
@@ -9,6 +9,7 @@ from headscope.engine.spec import ModelSpec
 
 __all__ = [
     "Backend",
+    "DecodeResult",
     "LayerActivations",
     "LayerConsumer",
     "ModelSpec",

@@ -53,6 +53,7 @@ class LayerActivations:
     """
 
     layer: int
+    step: int | None = None  # decoding step (None in a plain forward pass)
     pattern: torch.Tensor | None = None
     q: torch.Tensor | None = None
     k: torch.Tensor | None = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -11,6 +12,15 @@ from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
 
 LayerCallback = Callable[[LayerActivations], None]
+
+
+@dataclass
+class DecodeResult:
+    """What greedy decoding produced: the prompt, the new tokens, and each step's next-token logits [step, vocab]."""
+
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    step_logits: torch.Tensor
 
 
 class Backend(Protocol):
@@ -29,6 +39,19 @@ class Backend(Protocol):
 
         Returns logits [batch, pos, vocab] when `needs.logits`, else None.
         """
+        ...
+
+    def decode(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        needs: Needs,
+        on_layer: LayerCallback,
+        stop_token_ids: Sequence[int] = (),
+        forced_tokens: Sequence[int] | None = None,
+    ) -> DecodeResult:
+        """Greedy KV-cached decoding of one prompt; `on_layer` sees each step's tensors (acts.step set)."""
         ...
 
 

@@ -13,12 +13,12 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import LayerCallback, select_rows
+from headscope.engine.backend import DecodeResult, LayerCallback, select_rows
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
@@ -59,11 +59,11 @@ class TransformerLensBackend:
         self._q_hook = "attn.hook_rot_q" if "blocks.0.attn.hook_rot_q" in hooks else "attn.hook_q"
         self._k_hook = "attn.hook_rot_k" if "blocks.0.attn.hook_rot_k" in hooks else "attn.hook_k"
 
-    def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
+    def _layer_hooks(
+        self, needs: Needs, on_layer: LayerCallback, query_positions: torch.Tensor | None, step: list[int | None]
+    ) -> list[tuple[str, Callable]]:
+        """Hooks that buffer one layer's requested tensors and hand them over at hook_resid_post."""
         pending: dict[int, dict[str, torch.Tensor]] = {}
-        query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
-        if needs.rows_only and query_positions is None:
-            raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
 
         def keep(field: str, transform: Callable[[torch.Tensor], torch.Tensor]):
             def hook(tensor: torch.Tensor, hook: Any) -> None:
@@ -77,11 +77,11 @@ class TransformerLensBackend:
             return t.transpose(1, 2)
 
         def pattern_rows(t: torch.Tensor) -> torch.Tensor:
-            return select_rows(t, query_positions) if needs.rows_only else t
+            return select_rows(t, query_positions) if needs.rows_only and query_positions is not None else t
 
         def finish(tensor: torch.Tensor, hook: Any) -> None:
             layer = int(hook.name.split(".")[1])
-            on_layer(LayerActivations(layer=layer, **pending.pop(layer, {})))
+            on_layer(LayerActivations(layer=layer, step=step[0], **pending.pop(layer, {})))
             return None
 
         wanted: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
@@ -98,24 +98,71 @@ class TransformerLensBackend:
         if needs.z:
             wanted.append(("attn.hook_z", "z", heads_first))
 
-        fwd_hooks = []
+        hooks: list[tuple[str, Callable]] = []
         for layer in range(self.spec.n_layers):
             for point, field, transform in wanted:
-                fwd_hooks.append((f"blocks.{layer}.{point}", keep(field, transform)))
-            fwd_hooks.append((f"blocks.{layer}.hook_resid_post", finish))
+                hooks.append((f"blocks.{layer}.{point}", keep(field, transform)))
+            hooks.append((f"blocks.{layer}.hook_resid_post", finish))
+        return hooks
 
-        input_ids = batch.input_ids.to(self.device)
-        attention_mask = batch.attention_mask.to(self.device)
+    def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
+        query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
+        if needs.rows_only and query_positions is None:
+            raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
+        hooks = self._layer_hooks(needs, on_layer, query_positions, [None])
         with torch.inference_mode():
             logits = self.bridge.run_with_hooks(
-                input_ids,
-                attention_mask=attention_mask,
-                fwd_hooks=fwd_hooks,
+                batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                fwd_hooks=hooks,
                 return_type="logits" if needs.logits else None,
             )
-        if pending:
-            raise RuntimeError(f"layers {sorted(pending)} never reached hook_resid_post")
         return logits.float() if needs.logits else None
+
+    def decode(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        needs: Needs,
+        on_layer: LayerCallback,
+        stop_token_ids: Sequence[int] = (),
+        forced_tokens: Sequence[int] | None = None,
+    ) -> DecodeResult:
+        """Greedy decoding with the KV cache; each step's activations go to `on_layer` (with `step` set).
+
+        The prompt minus its last token is prefilled without hooks; step 0 feeds the last prompt token, so
+        its attention row is the prefill's last row. Each step's pattern is [1, head, 1, keys so far].
+        `forced_tokens` (teacher forcing) replaces the argmax choice step by step.
+        """
+        if len(prompt_ids) < 2:
+            raise HeadscopeError("decoding needs a prompt of at least 2 tokens")
+        if len(prompt_ids) + max_new_tokens > self.spec.n_ctx:
+            raise HeadscopeError(
+                f"prompt of {len(prompt_ids)} tokens + {max_new_tokens} new exceeds the model's context of "
+                f"{self.spec.n_ctx}: use a shorter context"
+            )
+        step: list[int | None] = [0]
+        hooks = self._layer_hooks(needs, on_layer, None, step)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
+        stops = set(int(t) for t in stop_token_ids)
+        generated: list[int] = []
+        step_logits: list[torch.Tensor] = []
+        with torch.inference_mode():
+            _, cache = self.bridge(ids[:, :-1], return_type="logits_and_cache")
+            current = ids[:, -1:]
+            with self.bridge.hooks(fwd_hooks=hooks):
+                for index in range(max_new_tokens):
+                    step[0] = index
+                    logits, cache = self.bridge(current, return_type="logits_and_cache", past_key_values=cache)
+                    last = logits[0, -1].float()
+                    step_logits.append(last)
+                    choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])
+                    generated.append(choice)
+                    if choice in stops or (forced_tokens is not None and index + 1 >= len(forced_tokens)):
+                        break
+                    current = torch.tensor([[choice]], dtype=torch.long, device=self.device)
+        return DecodeResult(list(prompt_ids), generated, torch.stack(step_logits))
 
 
 def _spec_from_bridge(bridge: Any) -> ModelSpec:
