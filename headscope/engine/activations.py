@@ -20,6 +20,8 @@ class Needs:
     rows_only: bool = False
     q: bool = False
     k: bool = False
+    q_raw: bool = False  # q before the rotary embedding (equals q without rotary)
+    k_raw: bool = False
     v: bool = False
     z: bool = False
     resid_pre: bool = False
@@ -33,6 +35,8 @@ class Needs:
             rows_only=rows_only and (self.pattern or other.pattern),
             q=self.q or other.q,
             k=self.k or other.k,
+            q_raw=self.q_raw or other.q_raw,
+            k_raw=self.k_raw or other.k_raw,
             v=self.v or other.v,
             z=self.z or other.z,
             resid_pre=self.resid_pre or other.resid_pre,
@@ -48,6 +52,7 @@ class LayerActivations:
       pattern   [batch, head, query, key]   (query = selected rows when rows_only)
       q         [batch, head, pos, d_head]   after rotary embedding
       k, v      [batch, kv_head, pos, d_head] (k after rotary embedding)
+      q_raw, k_raw  as q and k, before the rotary embedding
       z         [batch, head, pos, d_head]   per-head output, the input of the output projection
       resid_pre [batch, pos, d_model]
     """
@@ -57,6 +62,8 @@ class LayerActivations:
     pattern: torch.Tensor | None = None
     q: torch.Tensor | None = None
     k: torch.Tensor | None = None
+    q_raw: torch.Tensor | None = None
+    k_raw: torch.Tensor | None = None
     v: torch.Tensor | None = None
     z: torch.Tensor | None = None
     resid_pre: torch.Tensor | None = None

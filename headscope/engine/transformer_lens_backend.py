@@ -91,6 +91,10 @@ class TransformerLensBackend:
             wanted.append((self._q_hook, "q", heads_first))
         if needs.k:
             wanted.append((self._k_hook, "k", heads_first))
+        if needs.q_raw:
+            wanted.append(("attn.hook_q", "q_raw", heads_first))
+        if needs.k_raw:
+            wanted.append(("attn.hook_k", "k_raw", heads_first))
         if needs.v:
             wanted.append(("attn.hook_v", "v", heads_first))
         if needs.pattern:
