@@ -78,7 +78,8 @@ def models() -> None:
     from headscope.models import EMBEDDED_MODELS, cache_root, is_cached, package_dir
 
     table = Table(title=f"embedded models (cache: {cache_root()})")
-    for column in ("alias", "installed", "cached", "licence", "description"):
+    table.add_column("alias", no_wrap=True)
+    for column in ("installed", "cached", "licence", "description"):
         table.add_column(column)
     for alias, spec in EMBEDDED_MODELS.items():
         installed = package_dir(spec) is not None
@@ -98,8 +99,9 @@ def analyzers() -> None:
     from headscope.analyzers import ANALYZERS
 
     table = Table(title="analyzers")
-    for column in ("name", "metrics", "what it measures"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)
+    table.add_column("metrics")
+    table.add_column("what it measures")
     for name, cls in ANALYZERS.items():
         table.add_row(name, ", ".join(cls.metrics), cls.description)
     console.print(table)

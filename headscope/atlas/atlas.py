@@ -8,7 +8,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from headscope.atlas.io import read_table, write_table
+from headscope.atlas.io import frame_to_table, read_table, write_table
 from headscope.atlas.schema import COLUMNS, ROW_KEY, SCHEMA_VERSION
 from headscope.errors import HeadscopeError
 
@@ -17,7 +17,8 @@ class Atlas:
     """What every head of one or more models does. Viewers and users see only this."""
 
     def __init__(self, frame: pd.DataFrame, metadata: dict | None = None) -> None:
-        self.frame = frame.reset_index(drop=True)
+        # one set of dtypes whether built in memory or read from disk (the Arrow schema's)
+        self.frame = frame_to_table(frame).to_pandas(ignore_metadata=True)
         self.metadata = metadata if metadata is not None else _metadata_for(self.frame)
 
     # --- io -------------------------------------------------------------------------------

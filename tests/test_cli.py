@@ -1,0 +1,65 @@
+"""The CLI end to end: scan writes an atlas and a summary; mistakes are one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from headscope.atlas import read_atlas
+from headscope.cli import app
+
+runner = CliRunner()
+
+
+def test_scan_then_show(tiny_llama_dir, tmp_path):
+    out = tmp_path / "atlas.parquet"
+    result = runner.invoke(
+        app, ["scan", str(tiny_llama_dir), "-o", str(out), "--seq-len", "21", "--n-samples", "4", "-q",
+              "-p", "induction.exclude_bos=false"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "induction_score" in result.output and "wrote" in result.output
+    atlas = read_atlas(out)
+    assert len(atlas.to_frame()) == 2 * 4  # 2 layers x 4 heads
+    assert '"exclude_bos":false' in atlas.frame[atlas.frame.analyzer == "induction"]["params"].iloc[0]
+    shown = runner.invoke(app, ["show", str(out), "--top", "2"])
+    assert shown.exit_code == 0 and "L" in shown.output
+
+
+def test_list_commands():
+    assert "smollm2-135m-instruct" in runner.invoke(app, ["models"]).output
+    assert "induction_score" in runner.invoke(app, ["analyzers"]).output
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", **env},
+    )
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["scan", "./no/such/model"], "does not exist"),
+        (["scan", "someone/not-a-model"], "cannot fetch"),
+        (["scan", "TINY", "--analyzers", "nonsense"], "unknown analyzer"),
+        (["scan", "TINY", "--dtype", "float8"], "unknown dtype"),
+        (["scan", "TINY", "--seq-len", "100000"], "exceeds the model's context"),
+        (["scan", "TINY", "-p", "induction.bogus=1"], "has no parameter"),
+        (["scan", "TINY", "-p", "induction.seed=abc"], "cannot read"),
+        (["show", "NOFILE"], "does not exist"),
+    ],
+)
+def test_mistakes_are_one_line(args, expected, tiny_llama_dir, tmp_path):
+    args = [str(tiny_llama_dir) if a == "TINY" else str(tmp_path / "x.parquet") if a == "NOFILE" else a for a in args]
+    out = tmp_path / "atlas.parquet"
+    done = _cli(*args, *(["-o", str(out)] if args[0] == "scan" else []))
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "Loading weights" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], done.stderr
+    assert not out.exists()  # nothing half-written
