@@ -25,7 +25,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd")
+            pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temp, target)
@@ -48,8 +48,10 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
     if not source.is_file():
         raise HeadscopeError(f"atlas '{source}' does not exist: check the path (atlases are written by `headscope scan`)")
     try:
-        table = pq.read_table(source)
-    except (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError, MemoryError, EOFError) as err:
+        # page checksums (written by headscope) turn silent bit flips into a read error
+        table = pq.read_table(source, page_checksum_verification=True)
+        table = table.combine_chunks()
+    except Exception as err:  # any parse failure of foreign bytes is the same user-facing problem
         raise HeadscopeError(
             f"'{source}' is not a readable atlas (truncated or corrupt Parquet: {type(err).__name__}): re-run the scan or re-download it"
         ) from None
@@ -64,7 +66,7 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
     _check_columns(table, source)
     try:
         frame = table.select(list(COLUMNS)).cast(SCHEMA).to_pandas(ignore_metadata=True)
-    except (pa.ArrowException, ValueError, TypeError) as err:
+    except Exception as err:  # undecodable strings, overflowing casts: the file was altered
         raise HeadscopeError(f"'{source}' has columns of the wrong type ({type(err).__name__}): the atlas was altered; re-run the scan") from None
     _check_values(frame, source)
     return frame, metadata

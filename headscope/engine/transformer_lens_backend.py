@@ -201,10 +201,16 @@ def _first_int(*values: Any) -> int | None:
 @contextlib.contextmanager
 def _quiet():
     """TransformerLens prints banners and warnings on boot; keep the user's terminal clean."""
+    from transformers.utils import logging as hf_logging
+
     previous = logging.root.manager.disable
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     logging.disable(logging.WARNING)
+    hf_logging.disable_progress_bar()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         logging.disable(previous)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
