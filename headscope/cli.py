@@ -32,6 +32,12 @@ def scan(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     param: list[str] = typer.Option([], "--param", "-p", help="analyzer parameter, e.g. induction.exclude_bos=false (repeatable)"),
     top: int = typer.Option(5, help="heads per metric in the summary"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted scan from the parts next to --out"),
+    shard_size: int = typer.Option(64, help="probe sequences per shard (unit of resume and of Ray tasks)"),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="[ADDRESS]", help="run shards on Ray: alone = a local Ray, or a cluster address (needs headscope[ray])"
+    ),
+    ray_workers: Optional[int] = typer.Option(None, help="Ray workers (default: one per CPU, or per GPU with --device cuda)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Scan MODEL with the chosen analyzers and write a head atlas."""
@@ -51,6 +57,10 @@ def scan(
         n_samples=n_samples,
         seed=seed,
         params=parse_param_overrides(param),
+        shard_size=shard_size,
+        resume=resume,
+        ray_address=ray,
+        ray_workers=ray_workers,
         progress=not quiet,
     )
     print_summary(atlas, k=top, console=console)
@@ -70,6 +80,19 @@ def show(
     meta = atlas.metadata
     console.print(f"{atlas_path}: {len(atlas)} rows, analyzers {', '.join(atlas.analyzers)}, schema {meta.get('schema_version')}")
     print_summary(atlas, k=top, console=console)
+
+
+@app.command()
+def merge(
+    atlases: list[Path] = typer.Argument(..., metavar="ATLAS...", help="atlases to merge (same or different models)"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the merged atlas"),
+) -> None:
+    """Merge atlases; identical rows collapse, conflicting rows are reported and nothing is written."""
+    from headscope.atlas import merge_atlases, read_atlas
+
+    merged = merge_atlases([read_atlas(path) for path in atlases])
+    merged.save(out)
+    console.print(f"wrote {len(merged)} rows ({', '.join(merged.models)}) to {out}")
 
 
 @app.command()
@@ -107,10 +130,20 @@ def analyzers() -> None:
     console.print(table)
 
 
+def _optional_ray_address(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone (a local Ray): give it the value "local" when no address follows."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "local")
+            break
+    return out
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2; no traceback wall."""
     try:
-        app(standalone_mode=False)
+        app(args=_optional_ray_address(sys.argv[1:]), standalone_mode=False)
     except HeadscopeError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)

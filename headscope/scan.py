@@ -1,26 +1,36 @@
 """A scan: load a model once, run every requested analyzer over its probes, return an atlas.
 
-Analyzers whose probe suites are identical share one forward pass per batch.
+Analyzers whose probe suites are identical share one forward pass per batch. A suite is cut into shards
+(`shard_size` sequences); each finished shard's analyzer state can be written as a part file, so a killed
+scan resumes where it stopped, and shards can run on Ray workers. Results are always assembled by merging
+shard states in shard order, so a resumed, sharded or distributed scan gives the same numbers as one
+uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from headscope._version import __version__
-from headscope.analyzers import Analyzer, ScanContext, analyzer_class, expand_names, suite_batches
+from headscope.analyzers import Analyzer, HeadValue, ScanContext, analyzer_class, expand_names, suite_batches
 from headscope.atlas import Atlas, Provenance, rows_frame
 from headscope.engine import Backend, Recorder, load_backend
 from headscope.errors import HeadscopeError
 from headscope.models import DEFAULT_MODEL
+from headscope.parts import PartStore, parts_folder, short_hash
+from headscope.probes import TokenSuite
 
 # CLI-level knobs that apply to every analyzer whose parameters have a field of that name.
 SHARED_KNOBS = ("seq_len", "n_samples", "seed")
+DEFAULT_SHARD_SIZE = 64
 
 
 def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -103,18 +113,169 @@ def scan(
     seed: int | None = None,
     padding_side: str = "right",
     params: dict[str, dict[str, Any]] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    resume: bool = False,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
     progress: bool = True,
 ) -> Atlas:
     """Scan `model` (embedded alias, local folder or hub id) and return its head atlas.
 
-    With `out`, the atlas is also written there (atomically).
+    With `out`, the atlas is also written there (atomically), and finished shards are kept in
+    `<out>.parts/` until the atlas is written; `resume=True` reuses them after an interruption.
+    `ray_address` ("local" or a cluster address) runs the shards on Ray workers.
     """
     built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
+    if resume and out is None:
+        raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
     loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress)
-    atlas = scan_backend(loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress)
+    store = None
+    if out is not None:
+        folder = parts_folder(Path(out))
+        if folder.exists() and not resume:
+            raise HeadscopeError(f"{folder} holds parts of an interrupted scan: add --resume to continue it, or delete the folder")
+        store = PartStore(folder, _fingerprint(loaded, batch_size, padding_side, shard_size))
+    executor: Executor | None = None
+    if ray_address is not None:
+        from headscope.distributed import RayExecutor
+
+        executor = RayExecutor(
+            ray_address, model=model, backend=backend, device=device, dtype=dtype, workers=ray_workers,
+            batch_size=batch_size, padding_side=padding_side,
+        )
+    try:
+        atlas = scan_backend(
+            loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress,
+            shard_size=shard_size, parts=store, executor=executor,
+        )
+    finally:
+        if executor is not None:
+            executor.close()
     if out is not None:
         atlas.save(out)
+        if store is not None:
+            store.remove()
     return atlas
+
+
+def _fingerprint(backend: Backend, batch_size: int, padding_side: str, shard_size: int) -> dict[str, Any]:
+    return {
+        "model": backend.model_id, "revision": backend.revision, "dtype": str(backend.dtype), "backend": backend.name,
+        "batch_size": batch_size, "padding_side": padding_side, "shard_size": shard_size, "headscope": __version__,
+    }
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+@dataclass
+class Shard:
+    """A contiguous slice of one suite, run for every analyzer of its group."""
+
+    suite: TokenSuite
+    members: list[Analyzer]
+    index: int
+    count: int
+    start: int
+    stop: int
+
+    @property
+    def label(self) -> str:
+        return "+".join(sorted(a.name for a in self.members))
+
+    @property
+    def part_name(self) -> str:
+        return f"{self.label}.{self.suite.content_hash}.shard{self.index:04d}of{self.count:04d}.safetensors"
+
+    @property
+    def part_meta(self) -> dict[str, Any]:
+        return {"suite": self.suite.content_hash, "shard": [self.index, self.count, self.start, self.stop],
+                "params": {a.name: a.params_json() for a in self.members}}
+
+    def sub_suite(self) -> TokenSuite:
+        s = self.suite
+        return TokenSuite(s.name, s.sequences[self.start : self.stop], s.samples[self.start : self.stop], s.details)
+
+
+@dataclass
+class Group:
+    suite: TokenSuite
+    members: list[Analyzer]
+    shardable: bool
+    shards: list[Shard] = field(default_factory=list)
+
+
+def plan_groups(analyzers: Sequence[Analyzer], ctx: ScanContext, shard_size: int) -> tuple[list[Group], list[Analyzer]]:
+    """Group recorder analyzers by identical suite and cut each suite into shards; list the self-driven ones."""
+    if shard_size < 1:
+        raise HeadscopeError("--shard-size must be at least 1")
+    by_suite: dict[tuple[str, str], Group] = {}
+    driven = []
+    for analyzer in analyzers:
+        if analyzer.drives_model:
+            driven.append(analyzer)
+            continue
+        suite = analyzer.build_suite(ctx)
+        if len(suite) == 0:
+            raise HeadscopeError(f"analyzer '{analyzer.name}' built an empty probe suite: check its parameters")
+        key = (suite.name, suite.content_hash)
+        by_suite.setdefault(key, Group(suite, [], True)).members.append(analyzer)
+    groups = list(by_suite.values())
+    for group in groups:
+        for analyzer in group.members:
+            analyzer.start(ctx.spec)
+        group.shardable = all(a.state() is not None for a in group.members)
+        size = shard_size if group.shardable else len(group.suite)
+        count = math.ceil(len(group.suite) / size)
+        group.shards = [
+            Shard(group.suite, group.members, i, count, i * size, min((i + 1) * size, len(group.suite))) for i in range(count)
+        ]
+    return groups, driven
+
+
+# --- execution ----------------------------------------------------------------------------------------------
+class Executor(Protocol):
+    """Runs shards and self-driven analyzers: in this process, or on Ray workers."""
+
+    def run_shards(self, shards: list[Shard], progress: bool) -> Iterator[tuple[Shard, dict[str, dict[str, torch.Tensor]]]]: ...
+
+    def run_whole(self, shard: Shard, progress: bool) -> dict[str, list[HeadValue]]: ...
+
+    def run_driven(self, analyzer: Analyzer) -> list[HeadValue]: ...
+
+    def close(self) -> None: ...
+
+
+def run_shard(backend: Backend, ctx: ScanContext, shard: Shard, bar: tqdm | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Observe one shard from fresh accumulators; return each analyzer's state."""
+    for analyzer in shard.members:
+        analyzer.start(backend.spec)
+    Recorder(backend, progress=False).record(suite_batches(shard.sub_suite(), ctx), shard.members, bar=bar)
+    return {a.name: a.state() for a in shard.members}
+
+
+class LocalExecutor:
+    def __init__(self, backend: Backend, ctx: ScanContext) -> None:
+        self.backend, self.ctx = backend, ctx
+
+    def run_shards(self, shards, progress):
+        total = sum(math.ceil((s.stop - s.start) / self.ctx.batch_size) for s in shards)
+        label = shards[0].label if shards else ""
+        with tqdm(total=total, desc=label.replace("+", ","), unit="batch", disable=not progress) as bar:
+            for shard in shards:
+                yield shard, run_shard(self.backend, self.ctx, shard, bar)
+
+    def run_whole(self, shard, progress):
+        total = math.ceil((shard.stop - shard.start) / self.ctx.batch_size)
+        with tqdm(total=total, desc=shard.label.replace("+", ","), unit="batch", disable=not progress) as bar:
+            run_shard(self.backend, self.ctx, shard, bar)
+        return {a.name: a.results() for a in shard.members}
+
+    def run_driven(self, analyzer):
+        analyzer.start(self.backend.spec)
+        analyzer.drive(self.backend, self.ctx)
+        return analyzer.results()
+
+    def close(self) -> None:
+        pass
 
 
 def scan_backend(
@@ -124,6 +285,9 @@ def scan_backend(
     batch_size: int = 8,
     padding_side: str = "right",
     progress: bool = True,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    parts: PartStore | None = None,
+    executor: Executor | None = None,
 ) -> Atlas:
     """Run analyzers on an already-loaded backend (what notebooks and tests use)."""
     if batch_size < 1:
@@ -132,13 +296,7 @@ def scan_backend(
         raise HeadscopeError(f"padding side '{padding_side}' is unknown: use 'left' or 'right'")
     torch.manual_seed(0)
     ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side)  # type: ignore[arg-type]
-    groups: dict[tuple[str, str], tuple[Any, list[Analyzer]]] = {}
-    for analyzer in analyzers:
-        suite = analyzer.build_suite(ctx)
-        key = (suite.name, suite.content_hash)
-        groups.setdefault(key, (suite, []))[1].append(analyzer)
-
-    recorder = Recorder(backend, progress=progress)
+    executor = executor or LocalExecutor(backend, ctx)
     provenance = Provenance(
         model=backend.model_id,
         revision=backend.revision,
@@ -149,21 +307,55 @@ def scan_backend(
         n_kv_heads=backend.spec.n_kv_heads,
         headscope_version=__version__,
     )
-    frames = []
-    for (suite_name, suite_hash), (suite, members) in groups.items():
-        for analyzer in members:
+
+    def frame_of(analyzer: Analyzer, values: list[HeadValue], suite_name: str, suite_hash: str) -> pd.DataFrame:
+        return rows_frame(values, provenance=provenance, analyzer=analyzer.name, probe_suite=suite_name,
+                          probe_hash=suite_hash, params=analyzer.params_json())
+
+    groups, driven = plan_groups(analyzers, ctx, shard_size)
+    frames: list[pd.DataFrame] = []
+    for group in groups:
+        suite = group.suite
+        if not group.shardable:
+            shard = group.shards[0]
+            metas = {a.name: {"analyzer": a.name, "params": a.params_json(), "suite": suite.content_hash} for a in group.members}
+            names = {a.name: f"{a.name}.{short_hash(a.params_json())}.{suite.content_hash}.rows.parquet" for a in group.members}
+            cached = {a.name: parts.load_rows(names[a.name], metas[a.name]) if parts else None for a in group.members}
+            if any(frame is None for frame in cached.values()):
+                values = executor.run_whole(shard, progress)
+                cached = {a.name: frame_of(a, values[a.name], suite.name, suite.content_hash) for a in group.members}
+                if parts:
+                    for name, frame in cached.items():
+                        parts.save_rows(names[name], frame, metas[name])
+            frames.extend(cached[a.name] for a in group.members)
+            continue
+        states: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+        pending = []
+        for shard in group.shards:
+            loaded = parts.load_states(shard.part_name, shard.part_meta) if parts else None
+            if loaded is None:
+                pending.append(shard)
+            else:
+                states[shard.index] = loaded
+        for shard, shard_states in executor.run_shards(pending, progress):
+            if parts:
+                parts.save_states(shard.part_name, shard_states, shard.part_meta)
+            states[shard.index] = shard_states
+        for analyzer in group.members:
             analyzer.start(backend.spec)
-        label = ",".join(a.name for a in members)
-        recorder.record(suite_batches(suite, ctx), members, description=label, total=suite.n_batches(batch_size))
-        for analyzer in members:
-            frames.append(
-                rows_frame(
-                    analyzer.results(),
-                    provenance=provenance,
-                    analyzer=analyzer.name,
-                    probe_suite=suite_name,
-                    probe_hash=suite_hash,
-                    params=analyzer.params_json(),
-                )
-            )
+            analyzer.merge_states([states[i][analyzer.name] for i in range(len(group.shards))])
+            frames.append(frame_of(analyzer, analyzer.results(), suite.name, suite.content_hash))
+
+    for analyzer in driven:
+        meta = {"analyzer": analyzer.name, "params": analyzer.params_json()}
+        name = f"{analyzer.name}.{short_hash(analyzer.params_json())}.rows.parquet"
+        frame = parts.load_rows(name, meta) if parts else None
+        if frame is None:
+            suite = analyzer.build_suite(ctx)
+            frame = frame_of(analyzer, executor.run_driven(analyzer), suite.name, suite.content_hash)
+            if parts:
+                parts.save_rows(name, frame, meta)
+        frames.append(frame)
+    if not frames:
+        raise HeadscopeError("no analyzer produced rows: pass at least one analyzer")
     return Atlas(pd.concat(frames, ignore_index=True))

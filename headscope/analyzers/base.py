@@ -82,6 +82,30 @@ class Analyzer(ABC):
     def results(self) -> list[HeadValue]:
         """The rows this analyzer contributes to the atlas."""
 
+    # --- sharding: scans split a suite into shards (for resume and for Ray) and merge their states ---
+    def state(self) -> dict[str, torch.Tensor] | None:
+        """Accumulators after the probes observed since `start`, or None if this analyzer cannot be sharded.
+
+        Shardable analyzers keep only additive accumulators; `merge_states` of the shards' states, in shard
+        order, must give exactly the results of one uninterrupted pass.
+        """
+        return None
+
+    def merge_states(self, states: list[dict[str, torch.Tensor]]) -> None:
+        """Replace the accumulators by the combination of shard states (called after `start`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be sharded")
+
+    def drive(self, backend: Any, ctx: ScanContext) -> None:
+        """Analyzers that must drive the model themselves (decoding, ablations) override this.
+
+        The default, used by most analyzers, is the shared recorder pass over `build_suite`'s probes.
+        """
+        raise NotImplementedError
+
+    @property
+    def drives_model(self) -> bool:
+        return type(self).drive is not Analyzer.drive
+
     def params_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.params), sort_keys=True, separators=(",", ":"))
 
@@ -109,6 +133,19 @@ class RunningMoments:
         self.total[layer] += values.sum(0)
         self.total_sq[layer] += (values**2).sum(0)
         self.count[layer] += values.shape[0]
+
+    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {f"{prefix}total": self.total.clone(), f"{prefix}total_sq": self.total_sq.clone(), f"{prefix}count": self.count.clone()}
+
+    def load_states(self, states: list[dict[str, torch.Tensor]], prefix: str = "") -> None:
+        """Sum shard accumulators in order (float64 sums: exact for the counts, deterministic for the rest)."""
+        self.total.zero_()
+        self.total_sq.zero_()
+        self.count.zero_()
+        for state in states:
+            self.total += state[f"{prefix}total"]
+            self.total_sq += state[f"{prefix}total_sq"]
+            self.count += state[f"{prefix}count"]
 
     def mean(self) -> torch.Tensor:
         return self.total / self.count.clamp(min=1)[:, None]

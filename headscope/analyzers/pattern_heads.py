@@ -85,6 +85,12 @@ class PatternHeadAnalyzer(Analyzer):
             score = 1.0 - ((attention - pattern).abs() * region).sum((-2, -1)) / n_tokens
         self._moments.add(acts.layer, score)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return self._moments.state()
+
+    def merge_states(self, states: list[dict[str, torch.Tensor]]) -> None:
+        self._moments.load_states(states)
+
     def results(self) -> list[HeadValue]:
         mean, std, count = self._moments.mean(), self._moments.std(), self._moments.count
         metric = self.metrics[0]

@@ -39,12 +39,16 @@ class Recorder:
         *,
         description: str = "scanning",
         total: int | None = None,
+        bar: tqdm | None = None,
     ) -> None:
+        """Run every batch once; `bar`, when given, is advanced per batch instead of a bar of our own."""
         needs = Needs()
         for consumer in consumers:
             needs = needs | consumer.needs
 
-        for batch in tqdm(batches, desc=description, total=total, disable=not self.progress, unit="batch"):
+        own_bar = bar is None
+        bar = bar if bar is not None else tqdm(desc=description, total=total, disable=not self.progress, unit="batch")
+        for batch in batches:
 
             def dispatch(acts: LayerActivations, batch: ProbeBatch = batch) -> None:
                 for consumer in consumers:
@@ -55,3 +59,6 @@ class Recorder:
                 for consumer in consumers:
                     if consumer.needs.logits:
                         consumer.observe_logits(batch, logits)
+            bar.update(1)
+        if own_bar:
+            bar.close()

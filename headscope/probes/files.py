@@ -55,7 +55,9 @@ def load_suite_records(name: str, *, required: tuple[str, ...] = ()) -> tuple[li
     if not files:
         raise HeadscopeError(f"probe suite folder {folder} has no data file: add data.jsonl")
     from datasets import load_dataset
+    from datasets.utils.logging import disable_progress_bar
 
+    disable_progress_bar()
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[files[0].suffix]
     try:
         dataset = load_dataset(kind, data_files=[str(f) for f in files], split="train")
