@@ -63,3 +63,19 @@ def test_mistakes_are_one_line(args, expected, tiny_llama_dir, tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip() and "Loading weights" not in line]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], done.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_merge_command_reports_conflicts_and_writes_nothing(tiny_llama_dir, tmp_path):
+    a, b, c = (tmp_path / f"{n}.parquet" for n in "abc")
+    assert runner.invoke(app, ["scan", str(tiny_llama_dir), "-o", str(a), "--seq-len", "21", "--n-samples", "4", "-q"]).exit_code == 0
+    assert runner.invoke(app, ["scan", str(tiny_llama_dir), "-o", str(b), "--seq-len", "21", "--n-samples", "4", "-q"]).exit_code == 0
+    ok = runner.invoke(app, ["merge", str(a), str(b), "-o", str(c)])
+    assert ok.exit_code == 0 and read_atlas(c).frame.equals(read_atlas(a).frame)  # identical rows collapse
+    from headscope.atlas import Atlas
+
+    tampered = read_atlas(b)
+    tampered.frame.loc[0, "value"] += 1.0
+    Atlas(tampered.frame).save(b)
+    merged = tmp_path / "merged.parquet"
+    done = _cli("merge", str(a), str(b), "-o", str(merged))
+    assert done.returncode == 2 and "conflicting rows" in done.stderr and not merged.exists()
