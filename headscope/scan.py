@@ -94,7 +94,8 @@ def scan(
     analyzers: Sequence[str] | str = "classic",
     *,
     out: str | Path | None = None,
-    backend: str = "transformer-lens",
+    backend: str = "auto",
+    remote: bool = False,
     device: str = "cpu",
     dtype: str = "float32",
     batch_size: int = 8,
@@ -107,10 +108,11 @@ def scan(
 ) -> Atlas:
     """Scan `model` (embedded alias, local folder or hub id) and return its head atlas.
 
-    With `out`, the atlas is also written there (atomically).
+    With `out`, the atlas is also written there (atomically). `backend` is auto, transformer-lens or
+    nnsight; `remote` runs the model on NDIF through nnsight.
     """
     built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
-    loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress)
+    loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress, remote=remote)
     atlas = scan_backend(loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress)
     if out is not None:
         atlas.save(out)

@@ -58,6 +58,12 @@ class TransformerLensBackend:
         hooks = self.bridge.hook_dict
         self._q_hook = "attn.hook_rot_q" if "blocks.0.attn.hook_rot_q" in hooks else "attn.hook_q"
         self._k_hook = "attn.hook_rot_k" if "blocks.0.attn.hook_rot_k" in hooks else "attn.hook_k"
+        # q/k "before the rotary embedding" means what the rotary is applied to: after the q/k norm of
+        # models that have one (Gemma-3, Qwen3, OLMo-2), as the nnsight backend reads it.
+        self._q_raw_hook = "attn.hook_q_normed" if "blocks.0.attn.hook_q_normed" in hooks else "attn.hook_q"
+        self._k_raw_hook = "attn.hook_k_normed" if "blocks.0.attn.hook_k_normed" in hooks else "attn.hook_k"
+        # hook_q/hook_k are [batch, pos, head, d]; the *_normed hooks fire after HF's transpose: [batch, head, pos, d]
+        self._raw_layout = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
 
     def _layer_hooks(
         self, needs: Needs, on_layer: LayerCallback, query_positions: torch.Tensor | None, step: list[int | None]
@@ -81,7 +87,14 @@ class TransformerLensBackend:
 
         def finish(tensor: torch.Tensor, hook: Any) -> None:
             layer = int(hook.name.split(".")[1])
-            on_layer(LayerActivations(layer=layer, step=step[0], **pending.pop(layer, {})))
+            fields = pending.pop(layer, {})
+            missing = [field for _, field, _ in wanted if field not in fields]
+            if missing:  # a hook point the bridge declares but never fires (e.g. hook_rot_q of GPT-NeoX)
+                raise HeadscopeError(
+                    f"the TransformerLens bridge never fired the hooks for {', '.join(missing)} on "
+                    f"{self.spec.architecture}: use `--backend nnsight`"
+                )
+            on_layer(LayerActivations(layer=layer, step=step[0], **fields))
             return None
 
         wanted: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
@@ -92,9 +105,9 @@ class TransformerLensBackend:
         if needs.k:
             wanted.append((self._k_hook, "k", heads_first))
         if needs.q_raw:
-            wanted.append(("attn.hook_q", "q_raw", heads_first))
+            wanted.append((self._q_raw_hook, "q_raw", self._raw_layout))
         if needs.k_raw:
-            wanted.append(("attn.hook_k", "k_raw", heads_first))
+            wanted.append((self._k_raw_hook, "k_raw", self._raw_layout))
         if needs.v:
             wanted.append(("attn.hook_v", "v", heads_first))
         if needs.pattern:
