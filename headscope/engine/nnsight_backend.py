@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import DecodeResult, LayerCallback, select_rows
+from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
@@ -139,11 +139,13 @@ class NNsightBackend:
         *,
         step: int | None,
         new_positions: int | None = None,
+        n_keys: int | None = None,
     ) -> torch.Tensor | None:
         """One traced forward; `on_layer` runs inside the trace body, layer by layer, in execution order.
 
         `new_positions` (decoding): keys/values handed to the attention call include the cache; only the
-        last `new_positions` (this step's) are handed over, as the TransformerLens hooks do.
+        last `new_positions` (this step's) are handed over, as the TransformerLens hooks do; patterns are
+        padded to `n_keys` (all keys so far) where a sliding-window cache holds fewer.
         """
         model = self.model
         logits = None
@@ -179,6 +181,8 @@ class NNsightBackend:
                         acts["z"] = attn_output.detach().transpose(1, 2).float()
                     if needs.pattern:
                         pattern = attn_weights.detach().float()
+                        if n_keys is not None:  # decoding: sliding-window layers see only the window
+                            pattern = pad_to_keys(pattern, n_keys)
                         acts["pattern"] = select_rows(pattern, rows) if rows is not None else pattern
                 on_layer(LayerActivations(layer=layer, step=step, **acts))
                 del acts
@@ -201,7 +205,8 @@ class NNsightBackend:
         """Greedy decoding with the Hugging Face KV cache; each step is one traced forward of one token.
 
         The prompt minus its last token is prefilled without tracing; step 0 feeds the last prompt token.
-        Each step's pattern is [1, head, 1, keys so far]; k/v are this step's (one position).
+        Each step's pattern is [1, head, 1, keys so far] (zeros before a sliding window); k/v are this step's
+        (one position).
         """
         if self.remote:
             raise HeadscopeError("decoding is not available with --remote: run the analyzer locally")
@@ -233,7 +238,9 @@ class NNsightBackend:
                     "past_key_values": cache,
                     "use_cache": True,
                 }
-                logits = self._trace(encoding, step_needs, on_layer, None, step=index, new_positions=1)
+                logits = self._trace(
+                    encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
+                )
                 last = logits[0, -1].float()
                 step_logits.append(last)
                 choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])

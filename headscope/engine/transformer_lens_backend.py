@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import DecodeResult, LayerCallback, select_rows
+from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
@@ -66,9 +66,18 @@ class TransformerLensBackend:
         self._raw_layout = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
 
     def _layer_hooks(
-        self, needs: Needs, on_layer: LayerCallback, query_positions: torch.Tensor | None, step: list[int | None]
+        self,
+        needs: Needs,
+        on_layer: LayerCallback,
+        query_positions: torch.Tensor | None,
+        step: list[int | None],
+        n_keys: int | None = None,
     ) -> list[tuple[str, Callable]]:
-        """Hooks that buffer one layer's requested tensors and hand them over at hook_resid_post."""
+        """Hooks that buffer one layer's requested tensors and hand them over at hook_resid_post.
+
+        In decoding, `n_keys` is the number of keys at step 0 (the prompt's length): patterns are padded to
+        `n_keys + step` keys where a sliding-window cache holds fewer.
+        """
         pending: dict[int, dict[str, torch.Tensor]] = {}
 
         def keep(field: str, transform: Callable[[torch.Tensor], torch.Tensor]):
@@ -83,6 +92,8 @@ class TransformerLensBackend:
             return t.transpose(1, 2)
 
         def pattern_rows(t: torch.Tensor) -> torch.Tensor:
+            if n_keys is not None and step[0] is not None:  # decoding: sliding-window layers see only the window
+                t = pad_to_keys(t, n_keys + step[0])
             return select_rows(t, query_positions) if needs.rows_only and query_positions is not None else t
 
         def finish(tensor: torch.Tensor, hook: Any) -> None:
@@ -160,7 +171,7 @@ class TransformerLensBackend:
                 f"{self.spec.n_ctx}: use a shorter context"
             )
         step: list[int | None] = [0]
-        hooks = self._layer_hooks(needs, on_layer, None, step)
+        hooks = self._layer_hooks(needs, on_layer, None, step, n_keys=len(prompt_ids))
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         stops = set(int(t) for t in stop_token_ids)
         generated: list[int] = []
