@@ -77,7 +77,10 @@ class NNsightBackend:
         remote: bool = False,
         attn_implementation: str = "eager",
     ) -> None:
-        from nnsight import TransformersModel
+        try:
+            from nnsight import TransformersModel
+        except ImportError:
+            raise HeadscopeError("the nnsight backend needs nnsight 0.8: run `pip install 'nnsight>=0.8.1,<0.9'`") from None
 
         self.model_id = model_id
         self.revision = revision
@@ -498,11 +501,17 @@ def _first_int(*values: Any) -> int | None:
 @contextlib.contextmanager
 def _quiet():
     """nnsight and transformers print deprecation notes and progress bars on load."""
+    from transformers.utils import logging as hf_logging
+
     previous = logging.root.manager.disable
+    bars = hf_logging.is_progress_bar_enabled()
     logging.disable(logging.WARNING)
+    hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
         logging.disable(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
