@@ -93,6 +93,8 @@ class NNsightBackend:
         kwargs: dict[str, Any] = dict(task="text-generation", attn_implementation=attn_implementation, dtype=dtype)
         if not remote and self.device.type != "cpu":
             kwargs["device_map"] = str(self.device)
+        if remote and revision not in ("", "main", "local"):
+            kwargs["revision"] = revision  # the hub revision NDIF should run
         try:
             with _quiet():
                 self.model = TransformersModel(str(path), dispatch=not remote, **kwargs)
@@ -354,7 +356,7 @@ def require_ndif_key() -> str:
     key = os.environ.get(NDIF_KEY_VARIABLE, "").strip()
     if not key:
         raise HeadscopeError(
-            f"--remote needs an NDIF API key: set {NDIF_KEY_VARIABLE} (get one at https://login.ndif.us)"
+            f"--remote needs an NDIF API key: set {NDIF_KEY_VARIABLE} (an NDIF account key; see https://nnsight.net)"
         )
     return key
 
