@@ -192,6 +192,9 @@ def test_decode_parity(pair):
             assert a[field].shape == b[field].shape, (kind, step, layer, field)
             assert float((a[field] - b[field]).abs().max()) < TOL, (kind, step, layer, field)
         assert a["pattern"].shape == (1, nn.spec.n_heads, 1, 6 + step)
+        torch.testing.assert_close(a["pattern"].sum(-1), torch.ones(1, nn.spec.n_heads, 1))
+        if kind == "gemma3" and layer == 0:  # sliding window 4: keys before the window get exactly zero
+            assert float(a["pattern"][..., : 6 + step - 4].abs().max()) == 0.0
 
 
 def test_auto_prefers_the_bridge_and_falls_back(pair):
