@@ -124,16 +124,17 @@ class NNsightBackend:
             return self._trace(encoding, needs, on_layer, rows, step=None)
 
     def _encoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model inputs as an encoding: nnsight passes them through untouched.
+        """Model inputs as an encoding, which nnsight passes through untouched.
 
-        position_ids are given explicitly as 0..T-1 (what Hugging Face uses when none are passed, and what
-        the TransformerLens backend feeds): nnsight would otherwise derive them from the mask of a
-        left-padded batch, and the two backends would read different positions.
+        position_ids come from the mask (`cumsum - 1`, pads set to 1: the Hugging Face `generate` convention,
+        and what the TransformerLens bridge derives), so a left-padded sequence's first real token is at
+        position 0; with right padding this is 0..T-1 on real tokens.
         """
         ids = input_ids.to(self.device)
-        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
-        return {"input_ids": ids, "attention_mask": attention_mask.to(self.device), "position_ids": positions,
-                "use_cache": False}
+        mask = attention_mask.to(self.device)
+        positions = mask.long().cumsum(-1) - 1
+        positions = positions.masked_fill(mask == 0, 1)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
 
     def _trace(
         self,

@@ -88,6 +88,19 @@ def test_raw_tensor_parity(pair):
     assert float(((nn_logits - tl_logits).abs() * valid[:, :, None]).max()) < TOL
 
 
+def test_left_padding_parity(pair):
+    """Left padding: both backends derive positions from the mask, so real tokens see the same model."""
+    kind, _, tl, nn = pair
+    batch = pad_sequences([[1, 5, 6, 7, 8, 9, 10], [1, 12, 13, 14]], 0, side="left")
+    valid = batch.attention_mask.float()
+    needs = Needs(pattern=True, q_raw=True, v=True, z=True, logits=True)
+    (tl_layers, tl_logits), (nn_layers, nn_logits) = _collect(tl, batch, needs), _collect(nn, batch, needs)
+    for layer in nn_layers:
+        for field in ("pattern", "q_raw", "v", "z"):
+            assert _masked_max(nn_layers[layer][field], tl_layers[layer][field], field, valid) < TOL, (kind, layer, field)
+    assert float(((nn_logits - tl_logits).abs() * valid[:, :, None]).max()) < TOL
+
+
 def test_rows_only(pair):
     kind, _, tl, nn = pair
     batch = _batch()
