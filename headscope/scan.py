@@ -104,7 +104,8 @@ def scan(
     analyzers: Sequence[str] | str = "classic",
     *,
     out: str | Path | None = None,
-    backend: str = "transformer-lens",
+    backend: str = "auto",
+    remote: bool = False,
     device: str = "cpu",
     dtype: str = "float32",
     batch_size: int = 8,
@@ -123,12 +124,15 @@ def scan(
 
     With `out`, the atlas is also written there (atomically), and finished shards are kept in
     `<out>.parts/` until the atlas is written; `resume=True` reuses them after an interruption.
-    `ray_address` ("local" or a cluster address) runs the shards on Ray workers.
+    `ray_address` ("local" or a cluster address) runs the shards on Ray workers. `backend` is auto,
+    transformer-lens or nnsight; `remote` runs the model on NDIF through nnsight.
     """
     built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
     if resume and out is None:
         raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
-    loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress)
+    if remote and ray_address is not None:
+        raise HeadscopeError("--remote and --ray exclude each other: NDIF already runs the model remotely")
+    loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress, remote=remote)
     store = None
     if out is not None:
         folder = parts_folder(Path(out))

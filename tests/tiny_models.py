@@ -43,6 +43,8 @@ def config_for(kind: str, vocab_size: int = 96, **overrides) -> object:
     if kind == "gpt2":
         cfg = dict(n_embd=64, n_layer=2, n_head=4, n_positions=256)
         return GPT2Config(**{**common, **cfg, **overrides})
+    if kind in EXTRA_CONFIGS:
+        return EXTRA_CONFIGS[kind](common, overrides)
     raise ValueError(kind)
 
 
@@ -60,3 +62,39 @@ def build_tiny_model(kind: str, folder: Path, *, seed: int = 0, vocab_size: int 
     model.save_pretrained(folder)
     make_tokenizer(vocab_size).save_pretrained(folder)
     return folder
+
+
+# --- Architecture-coverage kinds (nnsight backend parity). Added, not edited: other kinds live above. ---
+
+
+def _gemma3_config(common: dict, overrides: dict) -> object:
+    """Gemma-3 text: GQA (4 query heads, 2 KV heads), head_dim 32 != 64 / 4, sliding window 4 on layer 0,
+    q/k RMS norms, query_pre_attn_scalar, embeddings scaled by sqrt(d_model)."""
+    from transformers import Gemma3TextConfig
+
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32, sliding_window=4,
+               layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+               tie_word_embeddings=True)
+    return Gemma3TextConfig(**{**common, **cfg, **overrides})
+
+
+def _gpt_neox_config(common: dict, overrides: dict) -> object:
+    """GPT-NeoX / Pythia: fused qkv, parallel residual, partial rotary (25% of each head's dims)."""
+    from transformers import GPTNeoXConfig
+
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               max_position_embeddings=256, tie_word_embeddings=False,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+    return GPTNeoXConfig(**{**common, **cfg, **overrides})
+
+
+def _model_class(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+EXTRA_CONFIGS = {"gemma3": _gemma3_config, "gpt_neox": _gpt_neox_config}
+MODEL_CLASSES.update({"gemma3": _model_class("Gemma3ForCausalLM"), "gpt_neox": _model_class("GPTNeoXForCausalLM")})
+ARCHITECTURE_KINDS = ("gpt2", "llama", "qwen2", "gemma3", "gpt_neox")

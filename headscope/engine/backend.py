@@ -60,3 +60,14 @@ def select_rows(pattern: torch.Tensor, query_positions: torch.Tensor) -> torch.T
     b, h, _, k = pattern.shape
     index = query_positions[:, None, :, None].expand(b, h, query_positions.shape[1], k)
     return pattern.gather(2, index)
+
+
+def pad_to_keys(pattern: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """Left-pad decode-step attention [batch, head, query, window] with zeros to [..., n_keys].
+
+    A sliding-window layer's KV cache holds only the last `window` keys, so its attention row covers
+    those; the keys before them get exactly zero attention. Padding restores the contract that key
+    index i is prompt position i (what retrieval-style analyzers index into).
+    """
+    missing = n_keys - pattern.shape[-1]
+    return torch.nn.functional.pad(pattern, (missing, 0)) if missing > 0 else pattern

@@ -1,6 +1,14 @@
-"""Load a backend for a model name: resolve it locally, then hand it to the chosen library."""
+"""Load a backend for a model name: resolve it locally, then hand it to the chosen library.
+
+Backends: `transformer-lens` (TransformerLens' `TransformerBridge`), `nnsight` (any Hugging Face causal LM,
+also remote on NDIF), and `auto`, which takes the bridge where it adapts the architecture fully and
+nnsight otherwise.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -10,7 +18,12 @@ from headscope.models import resolve_model
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-BACKENDS = ("transformer-lens",)
+BACKENDS = ("auto", "transformer-lens", "nnsight")
+
+# Architectures the TransformerLens bridge adapts but with hook points that never fire: `auto` sends them to
+# nnsight. GPT-NeoX: hook_rot_q / hook_rot_k exist but the bridge never calls them (TL 4.3), so there is no
+# post-rotary q/k.
+TL_INCOMPLETE = {"GPTNeoXForCausalLM": "no post-rotary q/k hooks"}
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -36,15 +49,56 @@ def load_backend(
     dtype: str = "float32",
     revision: str | None = None,
     quiet: bool = False,
+    remote: bool = False,
 ) -> Backend:
-    """Resolve `model` (alias, folder or hub id) and load it behind `backend`."""
+    """Resolve `model` (alias, folder or hub id) and load it behind `backend`.
+
+    `remote=True` runs the model on NDIF through nnsight: `model` must be a hub id NDIF hosts, nothing is
+    downloaded but its config and tokenizer, and the key comes from $NDIF_API_KEY.
+    """
     torch_dtype = parse_dtype(dtype)
     check_device(device)
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    if remote:
+        return _load_remote(model, backend=backend, dtype=torch_dtype, revision=revision)
     resolved = resolve_model(model, revision=revision, quiet=quiet)
+    if backend == "auto":
+        backend = choose_backend(resolved.path)
+    if backend == "nnsight":
+        from headscope.engine.nnsight_backend import NNsightBackend
+
+        return NNsightBackend(
+            resolved.path, model_id=resolved.model_id, revision=resolved.revision, device=device, dtype=torch_dtype
+        )
     from headscope.engine.transformer_lens_backend import TransformerLensBackend
 
     return TransformerLensBackend(
         resolved.path, model_id=resolved.model_id, revision=resolved.revision, device=device, dtype=torch_dtype
     )
+
+
+def choose_backend(path: Path) -> str:
+    """`auto`: the TransformerLens bridge when it fully adapts the model's architecture, else nnsight."""
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+
+    try:
+        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, json.JSONDecodeError):
+        return "nnsight"
+    supported = ArchitectureAdapterFactory._adapters
+    if architectures and all(a in supported and a not in TL_INCOMPLETE for a in architectures):
+        return "transformer-lens"
+    return "nnsight"
+
+
+def _load_remote(model: str, *, backend: str, dtype: torch.dtype, revision: str | None) -> Backend:
+    """A meta-loaded nnsight model whose forward passes run on NDIF."""
+    if backend == "transformer-lens":
+        raise HeadscopeError("--remote runs through nnsight: use `--backend nnsight` (or auto) with --remote")
+    from headscope.engine.nnsight_backend import NNsightBackend, require_ndif_key
+
+    require_ndif_key()
+    if Path(model).expanduser().exists() or model.count("/") != 1:
+        raise HeadscopeError(f"--remote needs a Hugging Face hub id that NDIF hosts (e.g. meta-llama/Llama-3.1-8B), not '{model}'")
+    return NNsightBackend(model, model_id=model, revision=revision or "main", dtype=dtype, remote=True)

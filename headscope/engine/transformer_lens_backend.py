@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import DecodeResult, LayerCallback, select_rows
+from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
@@ -58,11 +58,26 @@ class TransformerLensBackend:
         hooks = self.bridge.hook_dict
         self._q_hook = "attn.hook_rot_q" if "blocks.0.attn.hook_rot_q" in hooks else "attn.hook_q"
         self._k_hook = "attn.hook_rot_k" if "blocks.0.attn.hook_rot_k" in hooks else "attn.hook_k"
+        # q/k "before the rotary embedding" means what the rotary is applied to: after the q/k norm of
+        # models that have one (Gemma-3, Qwen3, OLMo-2), as the nnsight backend reads it.
+        self._q_raw_hook = "attn.hook_q_normed" if "blocks.0.attn.hook_q_normed" in hooks else "attn.hook_q"
+        self._k_raw_hook = "attn.hook_k_normed" if "blocks.0.attn.hook_k_normed" in hooks else "attn.hook_k"
+        # hook_q/hook_k are [batch, pos, head, d]; the *_normed hooks fire after HF's transpose: [batch, head, pos, d]
+        self._raw_layout = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
 
     def _layer_hooks(
-        self, needs: Needs, on_layer: LayerCallback, query_positions: torch.Tensor | None, step: list[int | None]
+        self,
+        needs: Needs,
+        on_layer: LayerCallback,
+        query_positions: torch.Tensor | None,
+        step: list[int | None],
+        n_keys: int | None = None,
     ) -> list[tuple[str, Callable]]:
-        """Hooks that buffer one layer's requested tensors and hand them over at hook_resid_post."""
+        """Hooks that buffer one layer's requested tensors and hand them over at hook_resid_post.
+
+        In decoding, `n_keys` is the number of keys at step 0 (the prompt's length): patterns are padded to
+        `n_keys + step` keys where a sliding-window cache holds fewer.
+        """
         pending: dict[int, dict[str, torch.Tensor]] = {}
 
         def keep(field: str, transform: Callable[[torch.Tensor], torch.Tensor]):
@@ -77,11 +92,20 @@ class TransformerLensBackend:
             return t.transpose(1, 2)
 
         def pattern_rows(t: torch.Tensor) -> torch.Tensor:
+            if n_keys is not None and step[0] is not None:  # decoding: sliding-window layers see only the window
+                t = pad_to_keys(t, n_keys + step[0])
             return select_rows(t, query_positions) if needs.rows_only and query_positions is not None else t
 
         def finish(tensor: torch.Tensor, hook: Any) -> None:
             layer = int(hook.name.split(".")[1])
-            on_layer(LayerActivations(layer=layer, step=step[0], **pending.pop(layer, {})))
+            fields = pending.pop(layer, {})
+            missing = [field for _, field, _ in wanted if field not in fields]
+            if missing:  # a hook point the bridge declares but never fires (e.g. hook_rot_q of GPT-NeoX)
+                raise HeadscopeError(
+                    f"the TransformerLens bridge never fired the hooks for {', '.join(missing)} on "
+                    f"{self.spec.architecture}: use `--backend nnsight`"
+                )
+            on_layer(LayerActivations(layer=layer, step=step[0], **fields))
             return None
 
         wanted: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
@@ -92,9 +116,9 @@ class TransformerLensBackend:
         if needs.k:
             wanted.append((self._k_hook, "k", heads_first))
         if needs.q_raw:
-            wanted.append(("attn.hook_q", "q_raw", heads_first))
+            wanted.append((self._q_raw_hook, "q_raw", self._raw_layout))
         if needs.k_raw:
-            wanted.append(("attn.hook_k", "k_raw", heads_first))
+            wanted.append((self._k_raw_hook, "k_raw", self._raw_layout))
         if needs.v:
             wanted.append(("attn.hook_v", "v", heads_first))
         if needs.pattern:
@@ -147,7 +171,7 @@ class TransformerLensBackend:
                 f"{self.spec.n_ctx}: use a shorter context"
             )
         step: list[int | None] = [0]
-        hooks = self._layer_hooks(needs, on_layer, None, step)
+        hooks = self._layer_hooks(needs, on_layer, None, step, n_keys=len(prompt_ids))
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         stops = set(int(t) for t in stop_token_ids)
         generated: list[int] = []

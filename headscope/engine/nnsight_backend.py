@@ -1,0 +1,520 @@
+"""nnsight backend: any Hugging Face causal LM, traced with nnsight's operation-level `.source` access.
+
+Where the tensors come from (transformers 5.x attention modules, all architectures alike): every attention
+module's `forward` calls an *attention interface* function `attention_interface(self, query, key, value,
+mask, ...) -> (attn_output, attn_weights)`. nnsight's `.source` exposes that call's inputs and output
+(operation `attention_interface_<n>`, the last binding of that name, i.e. the call), so per layer we read:
+
+  q        = query argument   [batch, head, pos, d_head]     after the rotary embedding (and q-norm)
+  k, v     = key/value args   [batch, kv_head, pos, d_head]  k after rotary; before GQA repetition
+  pattern  = attn_weights     [batch, head, query, key]      post-softmax; eager attention only
+  z        = attn_output      [batch, pos, head, d_head] -> [batch, head, pos, d_head]: reshaped, it is
+             exactly the input of the output projection (o_proj / c_proj / dense)
+  q_raw, k_raw = inputs of `apply_rotary_pos_emb` (equal to q/k when the model has no rotary embedding)
+  resid_pre = the decoder layer's first input
+
+Only the eager attention function returns weights: sdpa and flash attention return `None`, so a model
+loaded with them cannot serve attention patterns (we load with `attn_implementation="eager"`, and say so
+when asked for a pattern otherwise).
+
+The trace body runs interleaved with the forward pass (nnsight >= 0.5): `on_layer` is called inside the
+body right after each layer's attention call, while the model waits, and the tensors are dropped before
+the next layer runs. Nothing is cached across layers, as in the TransformerLens backend.
+
+Remote execution (NDIF, `remote=True`): the body runs on the server, where our Python callbacks cannot;
+the requested (row-selected) tensors of every layer are saved there and streamed back, then handed to
+`on_layer` locally, layer by layer. That holds all layers' requested tensors in memory at once: use
+`rows_only` analyzers remotely. The API key comes from `NDIF_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from headscope.engine.activations import LayerActivations, Needs
+from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
+from headscope.engine.batch import ProbeBatch
+from headscope.engine.spec import ModelSpec
+from headscope.errors import HeadscopeError
+
+ATTENTION_CALL = "attention_interface_"
+ROTARY_CALL = "apply_rotary_pos_emb_0"
+NDIF_KEY_VARIABLE = "NDIF_API_KEY"
+
+
+@dataclass(frozen=True)
+class LayerSites:
+    """Where one decoder layer's tensors are read: module paths and `.source` operation names."""
+
+    layer_path: str  # e.g. "model.layers.3"
+    attention_path: str  # e.g. "model.layers.3.self_attn"
+    attention_call: str  # e.g. "attention_interface_1"
+    rotary_call: str | None  # "apply_rotary_pos_emb_0", or None without rotary (GPT-2)
+
+
+class NNsightBackend:
+    """Runs probes through an nnsight `TransformersModel` wrapping the Hugging Face model itself."""
+
+    name = "nnsight"
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        model_id: str,
+        revision: str,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        remote: bool = False,
+        attn_implementation: str = "eager",
+    ) -> None:
+        try:
+            from nnsight import TransformersModel
+        except ImportError:
+            raise HeadscopeError("the nnsight backend needs nnsight 0.8: run `pip install 'nnsight>=0.8.1,<0.9'`") from None
+
+        self.model_id = model_id
+        self.revision = revision
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.remote = remote
+        self.attn_implementation = attn_implementation
+        if remote:
+            require_ndif_key()
+        kwargs: dict[str, Any] = dict(task="text-generation", attn_implementation=attn_implementation, dtype=dtype)
+        if not remote and self.device.type != "cpu":
+            kwargs["device_map"] = str(self.device)
+        if remote and revision not in ("", "main", "local"):
+            kwargs["revision"] = revision  # the hub revision NDIF should run
+        try:
+            with _quiet():
+                self.model = TransformersModel(str(path), dispatch=not remote, **kwargs)
+        except (ValueError, OSError, KeyError) as err:
+            raise HeadscopeError(
+                f"nnsight cannot load the model at {path} ({str(err).splitlines()[0][:160]}): "
+                "is it a Hugging Face causal LM folder or hub id?"
+            ) from None
+        self.tokenizer = self.model.tokenizer
+        config = self.model.config
+        self.text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.spec = spec_from_config(config, self.text_config, self.tokenizer)
+        self.sites = find_layer_sites(self.model, self.spec.n_layers)
+
+    # -- one forward ---------------------------------------------------------
+
+    def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
+        query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
+        if needs.rows_only and query_positions is None:
+            raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
+        self._check_pattern(needs)
+        encoding = self._encoding(batch.input_ids, batch.attention_mask)
+        if self.remote:
+            return self._run_remote(encoding, needs, on_layer, query_positions)
+        rows = query_positions if needs.rows_only else None
+        with torch.inference_mode():
+            return self._trace(encoding, needs, on_layer, rows, step=None)
+
+    def _encoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs as an encoding, which nnsight passes through untouched.
+
+        position_ids come from the mask (`cumsum - 1`, pads set to 1: the Hugging Face `generate` convention,
+        and what the TransformerLens bridge derives), so a left-padded sequence's first real token is at
+        position 0; with right padding this is 0..T-1 on real tokens.
+        """
+        ids = input_ids.to(self.device)
+        mask = attention_mask.to(self.device)
+        positions = mask.long().cumsum(-1) - 1
+        positions = positions.masked_fill(mask == 0, 1)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
+
+    def _trace(
+        self,
+        encoding: dict[str, Any],
+        needs: Needs,
+        on_layer: LayerCallback,
+        rows: torch.Tensor | None,
+        *,
+        step: int | None,
+        new_positions: int | None = None,
+        n_keys: int | None = None,
+    ) -> torch.Tensor | None:
+        """One traced forward; `on_layer` runs inside the trace body, layer by layer, in execution order.
+
+        `new_positions` (decoding): keys/values handed to the attention call include the cache; only the
+        last `new_positions` (this step's) are handed over, as the TransformerLens hooks do; patterns are
+        padded to `n_keys` (all keys so far) where a sliding-window cache holds fewer.
+        """
+        model = self.model
+        logits = None
+        with model.trace(encoding):
+            for layer, sites in enumerate(self.sites):
+                acts: dict[str, torch.Tensor] = {}
+                if needs.resid_pre:
+                    acts["resid_pre"] = model.get(sites.layer_path).input.detach().float()
+                attention = model.get(sites.attention_path)
+                if (needs.q_raw or needs.k_raw) and sites.rotary_call is not None:
+                    rotary_args, _ = attention.source.node(sites.rotary_call).inputs
+                    if needs.q_raw:
+                        acts["q_raw"] = rotary_args[0].detach().float()
+                    if needs.k_raw:
+                        acts["k_raw"] = _last(rotary_args[1], new_positions).detach().float()
+                call = attention.source.node(sites.attention_call)
+                if needs.q or needs.k or needs.v or (sites.rotary_call is None and (needs.q_raw or needs.k_raw)):
+                    args, _ = call.inputs
+                    query, key, value = args[1], args[2], args[3]
+                    if needs.q:
+                        acts["q"] = query.detach().float()
+                    if needs.k:
+                        acts["k"] = _last(key, new_positions).detach().float()
+                    if needs.v:
+                        acts["v"] = _last(value, new_positions).detach().float()
+                    if sites.rotary_call is None and needs.q_raw:
+                        acts["q_raw"] = query.detach().float()
+                    if sites.rotary_call is None and needs.k_raw:
+                        acts["k_raw"] = _last(key, new_positions).detach().float()
+                if needs.pattern or needs.z:
+                    attn_output, attn_weights = call.output[0], call.output[1]
+                    if needs.z:
+                        acts["z"] = attn_output.detach().transpose(1, 2).float()
+                    if needs.pattern:
+                        pattern = attn_weights.detach().float()
+                        if n_keys is not None:  # decoding: sliding-window layers see only the window
+                            pattern = pad_to_keys(pattern, n_keys)
+                        acts["pattern"] = select_rows(pattern, rows) if rows is not None else pattern
+                on_layer(LayerActivations(layer=layer, step=step, **acts))
+                del acts
+            if needs.logits:
+                logits = model.output.logits.detach().float().save()
+        return logits
+
+    # -- decoding -------------------------------------------------------------
+
+    def decode(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        needs: Needs,
+        on_layer: LayerCallback,
+        stop_token_ids: Sequence[int] = (),
+        forced_tokens: Sequence[int] | None = None,
+    ) -> DecodeResult:
+        """Greedy decoding with the Hugging Face KV cache; each step is one traced forward of one token.
+
+        The prompt minus its last token is prefilled without tracing; step 0 feeds the last prompt token.
+        Each step's pattern is [1, head, 1, keys so far] (zeros before a sliding window); k/v are this step's
+        (one position).
+        """
+        if self.remote:
+            raise HeadscopeError("decoding is not available with --remote: run the analyzer locally")
+        if len(prompt_ids) < 2:
+            raise HeadscopeError("decoding needs a prompt of at least 2 tokens")
+        if len(prompt_ids) + max_new_tokens > self.spec.n_ctx:
+            raise HeadscopeError(
+                f"prompt of {len(prompt_ids)} tokens + {max_new_tokens} new exceeds the model's context of "
+                f"{self.spec.n_ctx}: use a shorter context"
+            )
+        self._check_pattern(needs)
+        from transformers import DynamicCache
+
+        hf_model = self.model._module
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
+        cache = DynamicCache(config=hf_model.config)
+        stops = set(int(t) for t in stop_token_ids)
+        generated: list[int] = []
+        step_logits: list[torch.Tensor] = []
+        step_needs = Needs(**{**vars(needs), "logits": True, "rows_only": False})
+        with torch.inference_mode():
+            hf_model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+            current = ids[:, -1:]
+            position = ids.shape[1] - 1
+            for index in range(max_new_tokens):
+                encoding = {
+                    "input_ids": current,
+                    "position_ids": torch.tensor([[position]], device=self.device),
+                    "past_key_values": cache,
+                    "use_cache": True,
+                }
+                logits = self._trace(
+                    encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
+                )
+                last = logits[0, -1].float()
+                step_logits.append(last)
+                choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])
+                generated.append(choice)
+                if choice in stops or (forced_tokens is not None and index + 1 >= len(forced_tokens)):
+                    break
+                current = torch.tensor([[choice]], dtype=torch.long, device=self.device)
+                position += 1
+        return DecodeResult(list(prompt_ids), generated, torch.stack(step_logits))
+
+    # -- remote (NDIF) --------------------------------------------------------
+
+    def _run_remote(
+        self,
+        encoding: dict[str, Any],
+        needs: Needs,
+        on_layer: LayerCallback,
+        query_positions: torch.Tensor | None,
+        *,
+        backend: Any = None,
+    ) -> torch.Tensor | None:
+        """Ship the trace to NDIF (or to `backend`, e.g. a local simulation); hand layers over on return."""
+        saved = remote_trace(
+            self.model, encoding, needs, self.sites, query_positions if needs.rows_only else None,
+            remote=True if backend is None else False, backend=backend,
+        )
+        for layer in range(self.spec.n_layers):
+            fields = {name: tensor.to(self.device).float() for name, tensor in saved["layers"][layer].items()}
+            on_layer(LayerActivations(layer=layer, step=None, **fields))
+        return saved["logits"].float() if needs.logits else None
+
+    def _check_pattern(self, needs: Needs) -> None:
+        if needs.pattern and self.attn_implementation != "eager":
+            raise HeadscopeError(
+                f"attention patterns need eager attention, but the model was loaded with "
+                f"'{self.attn_implementation}' (sdpa/flash attention return no weights): load it with "
+                "attn_implementation='eager'"
+            )
+
+
+def remote_trace(
+    model: Any,
+    encoding: dict[str, Any],
+    needs: Needs,
+    sites: Sequence[LayerSites],
+    rows: torch.Tensor | None,
+    *,
+    remote: bool | str = True,
+    backend: Any = None,
+) -> dict[str, Any]:
+    """The remote trace body: only torch, plain values and the model's envoys, so it serializes for NDIF.
+
+    Every requested tensor is saved per layer (row-selected on the server when `rows` is given) and comes
+    back in one result: {"layers": [ {field: tensor} per layer ], "logits": tensor | None}.
+    """
+    paths = [(s.layer_path, s.attention_path, s.attention_call, s.rotary_call) for s in sites]
+    want_q, want_k, want_v = needs.q, needs.k, needs.v
+    want_q_raw, want_k_raw = needs.q_raw, needs.k_raw
+    want_pattern, want_z, want_resid, want_logits = needs.pattern, needs.z, needs.resid_pre, needs.logits
+    import nnsight
+
+    kwargs: dict[str, Any] = {"backend": backend} if backend is not None else {"remote": remote}
+    with model.trace(encoding, **kwargs):
+        layers = nnsight.save(list())
+        for layer_path, attention_path, attention_call, rotary_call in paths:
+            fields = dict()
+            if want_resid:
+                fields["resid_pre"] = model.get(layer_path).input.detach().cpu()
+            attention = model.get(attention_path)
+            if (want_q_raw or want_k_raw) and rotary_call is not None:
+                rotary_args = attention.source.node(rotary_call).inputs[0]
+                if want_q_raw:
+                    fields["q_raw"] = rotary_args[0].detach().cpu()
+                if want_k_raw:
+                    fields["k_raw"] = rotary_args[1].detach().cpu()
+            call = attention.source.node(attention_call)
+            if want_q or want_k or want_v or (rotary_call is None and (want_q_raw or want_k_raw)):
+                args = call.inputs[0]
+                if want_q:
+                    fields["q"] = args[1].detach().cpu()
+                if want_k:
+                    fields["k"] = args[2].detach().cpu()
+                if want_v:
+                    fields["v"] = args[3].detach().cpu()
+                if rotary_call is None and want_q_raw:
+                    fields["q_raw"] = args[1].detach().cpu()
+                if rotary_call is None and want_k_raw:
+                    fields["k_raw"] = args[2].detach().cpu()
+            if want_pattern or want_z:
+                output = call.output
+                if want_z:
+                    fields["z"] = output[0].detach().transpose(1, 2).cpu()
+                if want_pattern:
+                    pattern = output[1].detach()
+                    if rows is not None:
+                        index = rows.to(pattern.device)[:, None, :, None].expand(
+                            pattern.shape[0], pattern.shape[1], rows.shape[1], pattern.shape[3]
+                        )
+                        pattern = pattern.gather(2, index)
+                    fields["pattern"] = pattern.cpu()
+            layers.append(fields)
+        logits = model.output.logits.detach().cpu().save() if want_logits else None
+    return {"layers": layers, "logits": logits}
+
+
+def require_ndif_key() -> str:
+    """The NDIF API key from the environment, or one line saying how to set it."""
+    key = os.environ.get(NDIF_KEY_VARIABLE, "").strip()
+    if not key:
+        raise HeadscopeError(
+            f"--remote needs an NDIF API key: set {NDIF_KEY_VARIABLE} (an NDIF account key; see https://nnsight.net)"
+        )
+    return key
+
+
+def build_remote_request(
+    backend: NNsightBackend, batch: ProbeBatch, needs: Needs, *, model_key: str | None = None
+) -> dict[str, Any]:
+    """Build (serialize) the NDIF request a remote `run` would send, without sending it.
+
+    Returns the routing envelope (model key, metadata, api key, host) and the serialized payload; used
+    by tests. `model_key` defaults to nnsight's key for the model (which asks the hub to canonicalise
+    the repo id, so tests on local folders pass their own).
+    """
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    captured: dict[str, Any] = {}
+
+    class _Capture(RemoteBackend):
+        def request(self, request: Any, tracer: Any) -> dict[str, Any]:  # noqa: D401 - nnsight hook
+            captured["blob"] = self._serialize(tracer)
+            captured["metadata"] = request.metadata()
+            captured["model_key"] = self.model_key
+            captured["api_key"] = self.api_key
+            captured["host"] = self.host
+            raise _Captured
+
+    capture = _Capture(model_key or backend.model.to_model_key(), api_key=require_ndif_key())
+    encoding = backend._encoding(batch.input_ids, batch.attention_mask)
+    rows = batch.query_positions if needs.rows_only else None
+    try:
+        remote_trace(backend.model, encoding, needs, backend.sites, rows, backend=capture)
+    except _Captured:
+        pass
+    if "blob" not in captured:
+        raise RuntimeError("nnsight did not build a remote request")
+    return captured
+
+
+class _Captured(Exception):
+    """Stops a remote trace once its request is built."""
+
+
+# -- model discovery -----------------------------------------------------------
+
+
+def spec_from_config(config: Any, text: Any, tokenizer: Any) -> ModelSpec:
+    """Head layout from the Hugging Face config (the text config of a multimodal model)."""
+    n_heads = int(text.num_attention_heads)
+    d_model = int(text.hidden_size)
+    head_dim = getattr(text, "head_dim", None)
+    n_ctx = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+    return ModelSpec(
+        n_layers=int(text.num_hidden_layers),
+        n_heads=n_heads,
+        n_kv_heads=int(getattr(text, "num_key_value_heads", None) or n_heads),
+        d_head=int(head_dim) if head_dim else d_model // n_heads,
+        d_model=d_model,
+        d_vocab=int(text.vocab_size),
+        n_ctx=int(n_ctx),
+        bos_token_id=_first_int(getattr(text, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
+        pad_token_id=_first_int(getattr(tokenizer, "pad_token_id", None), getattr(text, "pad_token_id", None)),
+        architecture=str((getattr(config, "architectures", None) or [type(config).__name__])[0]),
+    )
+
+
+def find_layer_sites(model: Any, n_layers: int) -> list[LayerSites]:
+    """Find each decoder layer and its attention module's interface call, for any HF architecture.
+
+    The decoder layers are the `ModuleList` of `n_layers` blocks; the attention module is the layer's
+    child whose instrumented forward calls the attention interface.
+    """
+    module = model._module
+    layer_lists = [
+        name for name, child in module.named_modules()
+        if isinstance(child, torch.nn.ModuleList) and len(child) == n_layers
+    ]
+    for list_path in layer_lists:
+        sites = []
+        for index in range(n_layers):
+            layer_path = f"{list_path}.{index}"
+            site = _attention_site(model, layer_path)
+            if site is None:
+                break
+            sites.append(site)
+        if len(sites) == n_layers:
+            return sites
+    raise HeadscopeError(
+        f"the nnsight backend found no attention module calling transformers' attention interface in "
+        f"{type(module).__name__}: headscope reads q/k/v, patterns and z there (transformers >= 4.48 models)"
+    )
+
+
+def _attention_site(model: Any, layer_path: str) -> LayerSites | None:
+    layer = model.get(layer_path)
+    for name, _ in layer._module.named_children():
+        child = model.get(f"{layer_path}.{name}")
+        if not name or not _might_be_attention(child._module):
+            continue
+        try:
+            names = child.source.names
+        except Exception:  # modules whose forward nnsight cannot instrument (C extensions, ...)
+            continue
+        calls = sorted((n for n in names if n.startswith(ATTENTION_CALL) and n[len(ATTENTION_CALL):].isdigit()),
+                       key=lambda n: int(n[len(ATTENTION_CALL):]))
+        if not calls:
+            continue
+        _refuse_unread_paths(child._module)
+        return LayerSites(
+            layer_path=layer_path,
+            attention_path=f"{layer_path}.{name}",
+            attention_call=calls[-1],
+            rotary_call=ROTARY_CALL if ROTARY_CALL in names else None,
+        )
+    return None
+
+
+def _might_be_attention(module: torch.nn.Module) -> bool:
+    return "attention" in type(module).__name__.lower() or "attn" in type(module).__name__.lower()
+
+
+def _refuse_unread_paths(module: torch.nn.Module) -> None:
+    """GPT-2's `reorder_and_upcast_attn` bypasses the attention interface: its tensors would never arrive."""
+    if getattr(module, "reorder_and_upcast_attn", False):
+        raise HeadscopeError(
+            "this GPT-2 config sets reorder_and_upcast_attn, which bypasses the attention interface the "
+            "nnsight backend reads: set it to false in config.json or use `--backend transformer-lens`"
+        )
+
+
+def _last(tensor: torch.Tensor, n: int | None) -> torch.Tensor:
+    """The last `n` positions of [batch, head, pos, d] (all when n is None)."""
+    return tensor if n is None else tensor[:, :, -n:, :]
+
+
+def _first_int(*values: Any) -> int | None:
+    for value in values:
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int):
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """nnsight and transformers print deprecation notes and progress bars on load."""
+    from transformers.utils import logging as hf_logging
+
+    previous = logging.root.manager.disable
+    bars = hf_logging.is_progress_bar_enabled()
+    logging.disable(logging.WARNING)
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+        if bars:
+            hf_logging.enable_progress_bar()

