@@ -47,7 +47,7 @@ def test_tensors(smollm2_backend, nnsight_smollm2):
 
 def test_atlas_and_top_heads(smollm2_backend, nnsight_smollm2):
     atlases = [
-        scan_backend(b, build_analyzers("classic", shared={"n_samples": 4, "seq_len": 41, "seed": 0}), batch_size=4, progress=False)
+        scan_backend(b, build_analyzers("classic", shared={"n_samples": 2, "seq_len": 41, "seed": 0}), batch_size=2, progress=False)
         for b in (smollm2_backend, nnsight_smollm2)
     ]
     values = [a.frame.set_index(["analyzer", "metric", "layer", "head"])["value"].sort_index() for a in atlases]

