@@ -18,6 +18,12 @@ install: $(BIN)/python
 
 install-test: install
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@# the report's browser test needs Chromium: Debian's package, installed when we may (root + apt), else it skips
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser test ..."; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+			|| echo "chromium could not be installed: the browser test will skip"; \
+	fi
 
 scan: install
 	$(BIN)/headscope scan smollm2-135m-instruct --out atlas.parquet

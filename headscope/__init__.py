@@ -5,11 +5,22 @@ Typical use::
     import headscope
     atlas = headscope.scan("smollm2-135m-instruct", analyzers=["induction"])
     atlas.top("induction_score", k=5)
+
+`scan` (and with it torch) is imported on first use, so reading and viewing atlases needs no model stack.
 """
+
+from typing import Any
 
 from headscope._version import __version__
 from headscope.atlas import Atlas, read_atlas
 from headscope.errors import HeadscopeError
-from headscope.scan import scan
 
 __all__ = ["Atlas", "HeadscopeError", "__version__", "read_atlas", "scan"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "scan":
+        from headscope.scan import scan
+
+        return scan
+    raise AttributeError(f"module 'headscope' has no attribute {name!r}")

@@ -85,6 +85,20 @@ def show(
 
 
 @app.command()
+def view(
+    atlas_path: Path = typer.Argument(..., metavar="ATLAS", help="an atlas .parquet file"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="a second atlas to compare with"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="where to write the HTML report"),
+) -> None:
+    """Write a self-contained HTML report (plotly.js embedded; opens with no network)."""
+    from headscope.atlas import read_atlas
+    from headscope.viewers import write_report
+
+    written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None)
+    console.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MB)")
+
+
+@app.command()
 def merge(
     atlases: list[Path] = typer.Argument(..., metavar="ATLAS...", help="atlases to merge (same or different models)"),
     out: Path = typer.Option(..., "--out", "-o", help="where to write the merged atlas"),

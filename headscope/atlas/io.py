@@ -28,6 +28,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
             pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
             sink.flush()
             os.fsync(sink.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; shared files follow the umask
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -108,3 +109,9 @@ def _check_values(frame: pd.DataFrame, source: Path) -> None:
     )
     if bad.any():
         raise HeadscopeError(f"'{source}' has {int(bad.sum())} rows with impossible layer/head indices: the atlas was altered")
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
