@@ -20,7 +20,7 @@ from headscope.errors import HeadscopeError
 from headscope.models import DEFAULT_MODEL
 
 # CLI-level knobs that apply to every analyzer whose parameters have a field of that name.
-SHARED_KNOBS = ("seq_len", "n_samples", "seed")
+SHARED_KNOBS = ("seq_len", "n_samples", "seed", "context_lengths")
 
 
 def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -42,6 +42,25 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         default = getattr(cls.Params(), field_name)
         out.setdefault(cls.name, {})[field_name] = _coerce(raw, default, item)
     return out
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """'1k,2k,4k' or '1000,2500' -> token counts (k = 1000, as the needle-in-a-haystack grids count)."""
+    out = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        try:
+            value = float(item[:-1]) * 1000 if item.endswith("k") else float(item)
+        except ValueError:
+            raise HeadscopeError(f"--context-lengths item '{item}' is not a length: write e.g. 1k,2k,4k or 1000,2000") from None
+        if value < 1 or value != int(value):
+            raise HeadscopeError(f"--context-lengths item '{item}' must be a positive whole number of tokens")
+        out.append(int(value))
+    if not out:
+        raise HeadscopeError("--context-lengths is empty: write e.g. 1k,2k,4k")
+    return tuple(out)
 
 
 def _coerce(raw: str, default: Any, item: str) -> Any:
@@ -104,12 +123,14 @@ def scan(
     padding_side: str = "right",
     params: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    context_lengths: Sequence[int] | None = None,
 ) -> Atlas:
     """Scan `model` (embedded alias, local folder or hub id) and return its head atlas.
 
     With `out`, the atlas is also written there (atomically).
     """
-    built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
+    built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
+                "context_lengths": tuple(context_lengths) if context_lengths else None}, params=params)
     loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress)
     atlas = scan_backend(loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress)
     if out is not None:
@@ -131,10 +152,15 @@ def scan_backend(
     if padding_side not in ("left", "right"):
         raise HeadscopeError(f"padding side '{padding_side}' is unknown: use 'left' or 'right'")
     torch.manual_seed(0)
-    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side)  # type: ignore[arg-type]
+    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side,  # type: ignore[arg-type]
+                      progress=progress)
     groups: dict[tuple[str, str], tuple[Any, list[Analyzer]]] = {}
+    driving: list[tuple[Any, Analyzer]] = []  # analyzers with their own `drive` (decoding, ablations)
     for analyzer in analyzers:
         suite = analyzer.build_suite(ctx)
+        if analyzer.drive is not None:
+            driving.append((suite, analyzer))
+            continue
         key = (suite.name, suite.content_hash)
         groups.setdefault(key, (suite, []))[1].append(analyzer)
 
@@ -150,6 +176,19 @@ def scan_backend(
         headscope_version=__version__,
     )
     frames = []
+    for suite, analyzer in driving:
+        analyzer.start(backend.spec)
+        analyzer.drive(backend, ctx)
+        frames.append(
+            rows_frame(
+                analyzer.results(),
+                provenance=provenance,
+                analyzer=analyzer.name,
+                probe_suite=suite.name,
+                probe_hash=suite.content_hash,
+                params=analyzer.params_json(),
+            )
+        )
     for (suite_name, suite_hash), (suite, members) in groups.items():
         for analyzer in members:
             analyzer.start(backend.spec)
