@@ -147,3 +147,52 @@ def test_smollm2_retrieves_with_chat_template_and_scores_copy_heads(smollm2_back
     top = atlas.top("retrieval_score", 3)
     assert float(top["value"].iloc[0]) > 0.3  # a head copies a good share of the needle
     assert set(atlas.frame["probe_suite"]) == {"needle_haystack"}
+
+
+@pytest.mark.slow
+def test_notebook_runs(tmp_path):
+    from notebook_runner import cell_outputs, run_notebook
+
+    notebook = run_notebook("retrieval_heads.ipynb", tmp_path)
+    text = cell_outputs(notebook)
+    assert "kept_samples" in text and "top-5 masked" in text
+    assert (tmp_path / "retrieval_atlas.parquet").exists()
+
+
+def test_hub_source_offline_is_a_clear_error(monkeypatch):
+    from headscope.probes.needle_haystack import load_needle_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(HeadscopeError, match="offline.*use the shipped suite"):
+        load_needle_source("hf:nobody/no-such-needles")
+
+
+def test_parse_context_lengths():
+    from headscope.scan import parse_lengths
+
+    assert parse_lengths("1k,2k, 4k") == (1000, 2000, 4000)
+    assert parse_lengths("1500,2.5k") == (1500, 2500)
+    with pytest.raises(HeadscopeError, match="context-lengths"):
+        parse_lengths("long")
+
+
+def test_cli_scan_retrieval_on_a_tiny_model(tiny_llama_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from headscope.atlas import read_atlas
+    from headscope.cli import app
+
+    out = tmp_path / "atlas.parquet"
+    args = ["scan", str(tiny_llama_dir), "--analyzers", "retrieval", "--context-lengths", "0.23k", "--n-samples", "1",
+            "--param", "retrieval.buffer=20", "--param", "retrieval.max_new_tokens=3", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    atlas = read_atlas(out)
+    metrics = atlas.model_metrics().set_index("metric")["value"]
+    assert metrics["total_samples"] == 1 and metrics["chat_template"] == 0.0  # the tiny tokenizer has no template
+    assert set(atlas.frame.query("layer >= 0")["metric"]) == {"retrieval_score", "retrieval_score_std", "is_retrieval"}
+
+    too_long = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "--analyzers", "retrieval", "--context-lengths", "1k",
+                                        "--out", str(out), "--quiet"])
+    assert too_long.exit_code != 0 and "exceed the model's context" in str(too_long.exception)
