@@ -29,6 +29,7 @@ def scan(
     seq_len: Optional[int] = typer.Option(None, help="probe length in tokens (analyzers that take one)"),
     n_samples: Optional[int] = typer.Option(None, help="number of probe sequences"),
     seed: Optional[int] = typer.Option(None, help="probe seed"),
+    context_lengths: Optional[str] = typer.Option(None, "--context-lengths", help="needle-in-a-haystack context lengths, e.g. 1k,2k,4k (retrieval)"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     param: list[str] = typer.Option([], "--param", "-p", help="analyzer parameter, e.g. induction.exclude_bos=false (repeatable)"),
@@ -42,7 +43,7 @@ def scan(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Scan MODEL with the chosen analyzers and write a head atlas."""
-    from headscope.scan import parse_param_overrides
+    from headscope.scan import parse_lengths, parse_param_overrides
     from headscope.scan import scan as run_scan
     from headscope.summary import print_summary
 
@@ -64,6 +65,7 @@ def scan(
         ray_address=ray,
         ray_workers=ray_workers,
         progress=not quiet,
+        context_lengths=parse_lengths(context_lengths) if context_lengths else None,
     )
     print_summary(atlas, k=top, console=console)
     console.print(f"wrote {len(atlas)} rows to {out}")

@@ -29,7 +29,7 @@ from headscope.parts import PartStore, parts_folder, short_hash
 from headscope.probes import TokenSuite
 
 # CLI-level knobs that apply to every analyzer whose parameters have a field of that name.
-SHARED_KNOBS = ("seq_len", "n_samples", "seed")
+SHARED_KNOBS = ("seq_len", "n_samples", "seed", "context_lengths")
 DEFAULT_SHARD_SIZE = 64
 
 
@@ -52,6 +52,25 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         default = getattr(cls.Params(), field_name)
         out.setdefault(cls.name, {})[field_name] = _coerce(raw, default, item)
     return out
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """'1k,2k,4k' or '1000,2500' -> token counts (k = 1000, as the needle-in-a-haystack grids count)."""
+    out = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        try:
+            value = float(item[:-1]) * 1000 if item.endswith("k") else float(item)
+        except ValueError:
+            raise HeadscopeError(f"--context-lengths item '{item}' is not a length: write e.g. 1k,2k,4k or 1000,2000") from None
+        if value < 1 or value != int(value):
+            raise HeadscopeError(f"--context-lengths item '{item}' must be a positive whole number of tokens")
+        out.append(int(value))
+    if not out:
+        raise HeadscopeError("--context-lengths is empty: write e.g. 1k,2k,4k")
+    return tuple(out)
 
 
 def _coerce(raw: str, default: Any, item: str) -> Any:
@@ -119,6 +138,7 @@ def scan(
     ray_address: str | None = None,
     ray_workers: int | None = None,
     progress: bool = True,
+    context_lengths: Sequence[int] | None = None,
 ) -> Atlas:
     """Scan `model` (embedded alias, local folder or hub id) and return its head atlas.
 
@@ -127,7 +147,9 @@ def scan(
     `ray_address` ("local" or a cluster address) runs the shards on Ray workers. `backend` is auto,
     transformer-lens or nnsight; `remote` runs the model on NDIF through nnsight.
     """
-    built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
+    shared = {"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
+              "context_lengths": tuple(context_lengths) if context_lengths else None}
+    built = build_analyzers(analyzers, shared=shared, params=params)
     if resume and out is None:
         raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
     if remote and ray_address is not None:
@@ -299,7 +321,8 @@ def scan_backend(
     if padding_side not in ("left", "right"):
         raise HeadscopeError(f"padding side '{padding_side}' is unknown: use 'left' or 'right'")
     torch.manual_seed(0)
-    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side)  # type: ignore[arg-type]
+    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side,  # type: ignore[arg-type]
+                      progress=progress)
     executor = executor or LocalExecutor(backend, ctx)
     provenance = Provenance(
         model=backend.model_id,

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
@@ -34,6 +34,7 @@ class ScanContext:
     tokenizer: Any
     batch_size: int = 8
     padding_side: PaddingSide = "right"
+    progress: bool = False  # analyzers that drive the model themselves may show a progress bar
 
     @property
     def pad_token_id(self) -> int:

@@ -3,6 +3,7 @@
 from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.backend import Backend, DecodeResult, select_rows
 from headscope.engine.batch import ProbeBatch, pad_sequences
+from headscope.engine.intervention import HeadEdit, Intervention
 from headscope.engine.loading import load_backend
 from headscope.engine.recorder import LayerConsumer, Recorder
 from headscope.engine.spec import ModelSpec
@@ -10,6 +11,8 @@ from headscope.engine.spec import ModelSpec
 __all__ = [
     "Backend",
     "DecodeResult",
+    "HeadEdit",
+    "Intervention",
     "LayerActivations",
     "LayerConsumer",
     "ModelSpec",

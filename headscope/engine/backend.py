@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.batch import ProbeBatch
+from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 
 LayerCallback = Callable[[LayerActivations], None]
@@ -50,8 +51,16 @@ class Backend(Protocol):
         on_layer: LayerCallback,
         stop_token_ids: Sequence[int] = (),
         forced_tokens: Sequence[int] | None = None,
+        prefill_chunk: int = 512,
     ) -> DecodeResult:
-        """Greedy KV-cached decoding of one prompt; `on_layer` sees each step's tensors (acts.step set)."""
+        """Greedy KV-cached decoding of one prompt; `on_layer` sees each step's tensors (acts.step set).
+
+        The prompt is prefilled `prefill_chunk` tokens at a time (memory O(chunk x T), not O(T^2)).
+        """
+        ...
+
+    def intervene(self, *interventions: Intervention) -> ContextManager[None]:
+        """Context in which every run/decode applies `interventions`; the model is exactly restored on exit."""
         ...
 
 

@@ -13,13 +13,14 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
 from headscope.engine.batch import ProbeBatch
+from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
 
@@ -64,6 +65,39 @@ class TransformerLensBackend:
         self._k_raw_hook = "attn.hook_k_normed" if "blocks.0.attn.hook_k_normed" in hooks else "attn.hook_k"
         # hook_q/hook_k are [batch, pos, head, d]; the *_normed hooks fire after HF's transpose: [batch, head, pos, d]
         self._raw_layout = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
+        self._interventions: list[Intervention] = []
+
+    @contextlib.contextmanager
+    def intervene(self, *interventions: Intervention) -> Iterator[None]:
+        """Apply `interventions` to every `run`/`decode` inside the block; nothing persists after it."""
+        for item in interventions:
+            bad = [layer for layer in item.layers if not 0 <= layer < self.spec.n_layers]
+            if bad:
+                raise HeadscopeError(f"intervention layers {bad} are outside 0..{self.spec.n_layers - 1}: fix the head list")
+        before = list(self._interventions)
+        self._interventions = before + list(interventions)
+        try:
+            yield
+        finally:
+            self._interventions = before
+
+    def _intervention_hooks(self, phase: str) -> list[tuple[str, Callable]]:
+        """Forward hooks that apply the active interventions of `phase`, in the heads-first layout."""
+        points = {"q": self._q_hook, "k": self._k_hook, "q_raw": "attn.hook_q", "k_raw": "attn.hook_k",
+                  "v": "attn.hook_v", "z": "attn.hook_z", "pattern": "attn.hook_pattern"}
+        hooks: list[tuple[str, Callable]] = []
+        for item in self._interventions:
+            if phase not in item.phases:
+                continue
+
+            def hook(tensor: torch.Tensor, hook: Any, item: Intervention = item) -> torch.Tensor:
+                layer = int(hook.name.split(".")[1])
+                if item.tensor == "pattern":  # already [batch, head, query, key]
+                    return item.edit(layer, tensor)
+                return item.edit(layer, tensor.transpose(1, 2)).transpose(1, 2)  # [batch, pos, head, d] round trip
+
+            hooks.extend((f"blocks.{layer}.{points[item.tensor]}", hook) for layer in item.layers)
+        return hooks
 
     def _layer_hooks(
         self,
@@ -137,7 +171,7 @@ class TransformerLensBackend:
         query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
         if needs.rows_only and query_positions is None:
             raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
-        hooks = self._layer_hooks(needs, on_layer, query_positions, [None])
+        hooks = self._intervention_hooks("forward") + self._layer_hooks(needs, on_layer, query_positions, [None])
         with torch.inference_mode():
             logits = self.bridge.run_with_hooks(
                 batch.input_ids.to(self.device),
@@ -156,28 +190,33 @@ class TransformerLensBackend:
         on_layer: LayerCallback,
         stop_token_ids: Sequence[int] = (),
         forced_tokens: Sequence[int] | None = None,
+        prefill_chunk: int = 512,
     ) -> DecodeResult:
         """Greedy decoding with the KV cache; each step's activations go to `on_layer` (with `step` set).
 
-        The prompt minus its last token is prefilled without hooks; step 0 feeds the last prompt token, so
-        its attention row is the prefill's last row. Each step's pattern is [1, head, 1, keys so far].
+        The prompt minus its last token is prefilled without recording hooks, `prefill_chunk` tokens at a
+        time through the KV cache, so the eager attention never holds more than [head, chunk, T] scores
+        (O(chunk x T) instead of O(T^2); logits equal the one-shot prefill). Step 0 feeds the last prompt
+        token, so its attention row is the prefill's last row. Each step's pattern is [1, head, 1, keys so far].
         `forced_tokens` (teacher forcing) replaces the argmax choice step by step.
         """
         if len(prompt_ids) < 2:
             raise HeadscopeError("decoding needs a prompt of at least 2 tokens")
+        if prefill_chunk < 1:
+            raise HeadscopeError("prefill_chunk must be at least 1 token")
         if len(prompt_ids) + max_new_tokens > self.spec.n_ctx:
             raise HeadscopeError(
                 f"prompt of {len(prompt_ids)} tokens + {max_new_tokens} new exceeds the model's context of "
                 f"{self.spec.n_ctx}: use a shorter context"
             )
         step: list[int | None] = [0]
-        hooks = self._layer_hooks(needs, on_layer, None, step, n_keys=len(prompt_ids))
+        hooks = self._intervention_hooks("decode") + self._layer_hooks(needs, on_layer, None, step, n_keys=len(prompt_ids))
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         stops = set(int(t) for t in stop_token_ids)
         generated: list[int] = []
         step_logits: list[torch.Tensor] = []
         with torch.inference_mode():
-            _, cache = self.bridge(ids[:, :-1], return_type="logits_and_cache")
+            cache = self.prefill(ids[:, :-1], chunk=prefill_chunk)
             current = ids[:, -1:]
             with self.bridge.hooks(fwd_hooks=hooks):
                 for index in range(max_new_tokens):
@@ -191,6 +230,26 @@ class TransformerLensBackend:
                         break
                     current = torch.tensor([[choice]], dtype=torch.long, device=self.device)
         return DecodeResult(list(prompt_ids), generated, torch.stack(step_logits))
+
+    def prefill(self, ids: torch.Tensor, *, chunk: int = 512, return_logits: bool = False) -> Any:
+        """Run `ids` [1, pos] through the model `chunk` tokens at a time, growing one KV cache.
+
+        Returns the cache (and, with `return_logits`, the logits [1, pos, vocab] of every position).
+        Interventions of phase "prefill" apply.
+        """
+        cache = None
+        pieces: list[torch.Tensor] = []
+        with torch.inference_mode(), self.bridge.hooks(fwd_hooks=self._intervention_hooks("prefill")):
+            for start in range(0, ids.shape[1], chunk):
+                part = ids[:, start : start + chunk]
+                if cache is None:
+                    logits, cache = self.bridge(part, return_type="logits_and_cache")
+                else:
+                    logits, cache = self.bridge(part, return_type="logits_and_cache", past_key_values=cache)
+                if return_logits:
+                    pieces.append(logits.float())
+                del logits
+        return (cache, torch.cat(pieces, dim=1)) if return_logits else cache
 
 
 def _spec_from_bridge(bridge: Any) -> ModelSpec:
