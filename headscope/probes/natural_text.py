@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from headscope.errors import HeadscopeError
@@ -14,6 +15,11 @@ def load_texts(dataset: str = "", *, split: str = "train", column: str = "text",
     if not dataset:
         records, digest = load_suite_records("natural_text", required=("text",))
         return [str(r["text"]) for r in records][:limit], f"natural_text@{digest}"
+    if _offline():
+        raise HeadscopeError(
+            f"cannot load hub dataset '{dataset}' (offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set): go online "
+            "or leave sinks.dataset empty to use the shipped natural_text suite"
+        )
     try:
         from datasets import load_dataset
 
@@ -37,6 +43,12 @@ def load_texts(dataset: str = "", *, split: str = "train", column: str = "text",
     if not texts:
         raise HeadscopeError(f"dataset '{dataset}' split '{split}' has no non-empty '{column}': pick another split")
     return texts, f"{dataset}:{split}:{column}"
+
+
+def _offline() -> bool:
+    """True when the hub is switched off, so a hub dataset cannot load (checked before any network attempt)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("HF_DATASETS_OFFLINE", ""))
+    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
 
 
 def natural_text_suite(
