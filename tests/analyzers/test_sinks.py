@@ -211,3 +211,34 @@ def test_shipped_suite_tokenises_with_bos(tiny_llama_backend):
     suite = SinkAnalyzer(n_samples=5).build_suite(ctx)
     assert len(suite) == 5 and all(s[0] == BOS for s in suite.sequences)
     assert all(len(s) <= 64 for s in suite.sequences)
+
+
+def test_smollm2_streaming_equals_patterns_and_known_sinks(smollm2_backend):
+    """Real model, one forward: the q/k path equals TransformerLens' own patterns; known sink facts hold."""
+    analyzer = SinkAnalyzer(n_samples=3, seq_len=48)
+    ctx = ScanContext(smollm2_backend.spec, smollm2_backend.tokenizer, batch_size=3)
+    batch = pad_sequences(analyzer.build_suite(ctx).sequences, ctx.pad_token_id)
+    analyzer.start(smollm2_backend.spec)
+    worst = []
+
+    def on_layer(acts):
+        analyzer.observe(batch, acts)
+        streamed = stats_from_qk(acts.q, acts.k, batch.valid, scale=smollm2_backend.spec.d_head**-0.5, block_size=16)
+        full = stats_from_pattern(acts.pattern, batch.valid)
+        worst.append(float((streamed.col_sum - full.col_sum).abs().max()))
+
+    smollm2_backend.run(batch, analyzer.needs | Needs(pattern=True), on_layer)
+    assert max(worst) < 1e-4  # column sums over up to 48 queries, fp32 softmax
+    rows = {(r.layer, r.head, r.metric): r.value for r in analyzer.results()}
+    layer_score = [sum(rows[(layer, h, "sink_score")] for h in range(9)) / 9 for layer in range(30)]
+    assert layer_score[0] < 0.1 and sum(layer_score[20:]) / 10 > 0.4  # sinks appear past the first layers
+    assert rows[(-1, -1, "massive_top_is_first.L15")] == 1.0 and rows[(-1, -1, "massive_ratio.L15")] > 1000
+
+
+def test_notebook_runs(tmp_path):
+    from notebook_runner import cell_outputs, run_notebook
+
+    notebook = run_notebook("attention_sinks.ipynb", tmp_path)
+    text = cell_outputs(notebook)
+    assert "sink rate" in text and "layers without sinks" in text
+    assert (tmp_path / "sinks_atlas.parquet").exists() and (tmp_path / "sink_rate.html").exists()
