@@ -242,3 +242,22 @@ def test_notebook_runs(tmp_path):
     text = cell_outputs(notebook)
     assert "sink rate" in text and "layers without sinks" in text
     assert (tmp_path / "sinks_atlas.parquet").exists() and (tmp_path / "sink_rate.html").exists()
+
+
+def test_cli_scan_sinks(tiny_llama_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from headscope.atlas import read_atlas
+    from headscope.cli import app
+
+    out = tmp_path / "atlas.parquet"
+    args = ["scan", str(tiny_llama_dir), "--analyzers", "sinks", "--out", str(out), "--quiet", "--n-samples", "4",
+            "--param", "sinks.epsilon=0.5", "--param", "sinks.block_size=7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    atlas = read_atlas(out)
+    assert set(atlas.to_frame().columns) >= {"sink_score", "sink_rate", "hidden_sink_count", "dormant_score"}
+    assert '"epsilon":0.5' in atlas.frame["params"].iloc[0]
+    assert atlas.model_metrics().set_index("metric").loc["n_sequences", "value"] == 4
+    bad = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "-a", "sinks", "--param", "sinks.score_source=flash", "--out", str(out)])
+    assert bad.exit_code != 0 and "score_source" in (bad.output + str(bad.exception))
