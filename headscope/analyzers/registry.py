@@ -7,10 +7,12 @@ from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
+from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
-    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, RetrievalAnalyzer)
+    cls.name: cls
+    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {"classic": ("previous-token", "duplicate-token", "induction")}
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]

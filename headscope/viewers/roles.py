@@ -25,7 +25,7 @@ class Role:
 ROLES: tuple[Role, ...] = (
     Role("retrieval", ("retrieval_score",), threshold=0.1, source="Wu et al. 2024: score > 0.1"),
     Role("sink", ("sink_score", "first_token_sink_score", "sink_rate"), threshold=0.3, source="Gu et al. 2024: epsilon 0.3"),
-    Role("dormant", ("dormant_score",), threshold=0.5, source="dormant score > 0.5"),
+    Role("dormant", ("is_dormant",), threshold=0.5, source="active-dormant test (docs/analyzers/sinks.md)"),
     Role("select-and-copy", ("qk_accuracy", "qk_score_accuracy", "select_copy_accuracy"), top_k=5, source="top 5 by accuracy"),
     Role("safety", ("ships_score",), top_k=10, source="Zhou et al. 2024: top 10 Ships heads"),
     Role("copying", ("maps_copying",), threshold=0.5, source="MAPS copying score > 0.5"),

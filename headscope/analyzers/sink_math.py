@@ -1,0 +1,112 @@
+"""Streaming attention statistics for sink detection: column sums without the [query, key] pattern.
+
+The sink metric of Gu et al. 2024 (sail-sg/Attention-Sink `eval_sink_open_source.py`) needs only, per head,
+the column sums of the causal attention matrix, `sum_{i >= j} A[i, j]`. They are computed here from the
+post-RoPE queries and keys in blocks of queries, so peak memory is O(block x T) per head instead of O(T^2).
+Row entropies (Guo et al. 2024, active-dormant heads) are accumulated from the same blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ColumnStats:
+    """Per (sequence, head) reductions of one layer's attention, in padded coordinates.
+
+    col_sum     [batch, head, key]  sum over valid queries of A[query, key]
+    n_queries   [batch, key]        valid queries that can see each key (i >= j, both real tokens)
+    entropy_sum [batch, head]       sum over valid queries (except the first) of H(A_i) / log(keys visible)
+    n_entropy   [batch]             how many queries entered entropy_sum
+    """
+
+    col_sum: torch.Tensor
+    n_queries: torch.Tensor
+    entropy_sum: torch.Tensor
+    n_entropy: torch.Tensor
+
+    @property
+    def column_mean(self) -> torch.Tensor:
+        """alpha_j = (1 / #queries seeing j) sum_i A[i, j]  [batch, head, key]; 0 on pads."""
+        return self.col_sum / self.n_queries.clamp(min=1)[:, None, :].to(self.col_sum.dtype)
+
+
+def _block_stats(probs: torch.Tensor, visible: torch.Tensor, row_valid: torch.Tensor, n_visible: torch.Tensor):
+    """Reductions of one block of rows. probs [b, h, rows, T]; visible [b, 1, rows, T]; row_valid [b, rows]."""
+    probs = probs * visible * row_valid[:, None, :, None]
+    col = probs.sum(2)
+    plogp = torch.where(probs > 0, probs * probs.clamp(min=1e-30).log(), torch.zeros_like(probs))
+    entropy = -plogp.sum(-1)  # [b, h, rows]
+    norm = n_visible.to(probs.dtype).log()  # [b, rows]; log(1) = 0 for a query that sees only itself
+    use = row_valid & (n_visible > 1)
+    entropy = torch.where(use[:, None, :], entropy / norm.clamp(min=1e-12)[:, None, :], torch.zeros_like(entropy))
+    return col, entropy.sum(-1), use.sum(-1)
+
+
+def _masks(valid: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t = valid.shape[1]
+    rows = torch.arange(start, stop, device=valid.device)
+    causal = rows[:, None] >= torch.arange(t, device=valid.device)[None, :]  # [rows, T]
+    visible = causal[None] & valid[:, None, :]  # [b, rows, T]
+    row_valid = valid[:, start:stop]
+    return visible[:, None], row_valid, visible.sum(-1)
+
+
+def stats_from_qk(
+    q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, *, scale: float, block_size: int = 256
+) -> ColumnStats:
+    """Column sums of softmax(q k^T * scale) under the causal + padding mask, by query blocks.
+
+    q [batch, head, pos, d_head] and k [batch, kv_head, pos, d_head], both after RoPE. GQA: query head h reads
+    kv head `h // group_size`. Rows of padded queries are dropped; padded keys get no attention.
+    """
+    b, n_heads, t, _ = q.shape
+    group = n_heads // k.shape[1]
+    k = k.repeat_interleave(group, dim=1) if group > 1 else k  # [batch, head, pos, d_head]
+    valid = valid.to(q.device).bool()
+    col_sum = torch.zeros(b, n_heads, t, dtype=torch.float64, device=q.device)
+    entropy_sum = torch.zeros(b, n_heads, dtype=torch.float64, device=q.device)
+    n_entropy = torch.zeros(b, dtype=torch.long, device=q.device)
+    for start in range(0, t, block_size):
+        stop = min(start + block_size, t)
+        visible, row_valid, n_visible = _masks(valid, start, stop)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop], k) * scale
+        scores = scores.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked (pad) rows -> 0
+        col, ent, n_ent = _block_stats(probs, visible, row_valid, n_visible)
+        col_sum += col.double()
+        entropy_sum += ent.double()
+        n_entropy += n_ent
+    return ColumnStats(col_sum, _n_queries(valid), entropy_sum, n_entropy)
+
+
+def stats_from_pattern(pattern: torch.Tensor, valid: torch.Tensor, *, block_size: int = 256) -> ColumnStats:
+    """The same reductions from a full post-softmax pattern [batch, head, query, key] (exact for any model)."""
+    b, n_heads, t, _ = pattern.shape
+    valid = valid.to(pattern.device).bool()
+    col_sum = torch.zeros(b, n_heads, t, dtype=torch.float64, device=pattern.device)
+    entropy_sum = torch.zeros(b, n_heads, dtype=torch.float64, device=pattern.device)
+    n_entropy = torch.zeros(b, dtype=torch.long, device=pattern.device)
+    for start in range(0, t, block_size):
+        stop = min(start + block_size, t)
+        visible, row_valid, n_visible = _masks(valid, start, stop)
+        col, ent, n_ent = _block_stats(pattern[:, :, start:stop], visible, row_valid, n_visible)
+        col_sum += col.double()
+        entropy_sum += ent.double()
+        n_entropy += n_ent
+    return ColumnStats(col_sum, _n_queries(valid), entropy_sum, n_entropy)
+
+
+def _n_queries(valid: torch.Tensor) -> torch.Tensor:
+    """[batch, key]: valid queries at or after each valid key (the paper's T - j, counting real tokens only)."""
+    counts = valid.long().flip(-1).cumsum(-1).flip(-1)
+    return counts * valid.long()
+
+
+def default_scale(d_head: int) -> float:
+    """1 / sqrt(d_head): the attention scaling of Llama, Mistral, Qwen2, GPT-2, GPT-NeoX, OPT."""
+    return 1.0 / math.sqrt(d_head)

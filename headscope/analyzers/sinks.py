@@ -1,0 +1,255 @@
+"""Attention sinks: first-token sink heads, hidden (non-initial) sinks, dormant heads, massive activations.
+
+Definitions matched (official code, read with the search tool):
+- Gu et al. 2024, "When Attention Sink Emerges in Language Models" (sail-sg/Attention-Sink,
+  `eval_sink_open_source.py` `compute_attention_sink`): per (sample, layer, head) the column mean
+  `alpha_j = 1/(T - j) * sum_{i >= j} A[i, j]`; a head sinks on a sample when `alpha_0 > epsilon` (0.3); the
+  sink rate is the share of (sample, layer, head) that do. Prompts are truncated to T = 64.
+- Yu et al. 2024, ACT (GATECH-EIC/ACT, `models/llama_modelling_aug.py`): the same column mean with threshold
+  0.1 (`THRES` in scripts/calibration.sh); every column above it except the first is a hidden sink.
+- Guo et al. 2024, active-dormant heads (GuoTianYu2000/Active-Dormant-Attention): a dormant head's rows have
+  low normalised entropy `H(A_i) / log(i + 1)` (almost all attention on the sink) and it writes almost nothing.
+- Sun et al. 2024, massive activations: a few residual activations on sink tokens are orders of magnitude above
+  the median.
+With left padding or variable lengths the divisor `T - j` counts valid queries only, and "position 0" is each
+sequence's first real token.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from headscope.analyzers.base import Analyzer, HeadValue, RunningMoments, ScanContext
+from headscope.analyzers.sink_math import ColumnStats, default_scale, stats_from_pattern, stats_from_qk
+from headscope.engine import LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.errors import HeadscopeError
+from headscope.probes import TokenSuite
+from headscope.probes.natural_text import natural_text_suite
+
+# Architectures whose attention logits are not `q . k / sqrt(d_head)` of the hooked post-RoPE q and k
+# (ALiBi biases, logit soft-capping, other scalars): the q/k path would be wrong, the pattern path is exact.
+QK_UNSUPPORTED = {
+    "BloomForCausalLM": "ALiBi position bias",
+    "MptForCausalLM": "ALiBi position bias",
+    "FalconForCausalLM": "ALiBi in some checkpoints",
+    "GPTNeoForCausalLM": "no 1/sqrt(d_head) scaling and local attention layers",
+    "Gemma2ForCausalLM": "query_pre_attn_scalar and logit soft-capping",
+    "Gemma3ForCausalLM": "query_pre_attn_scalar and sliding windows",
+}
+
+
+@dataclass(frozen=True)
+class SinkParams:
+    seq_len: int = 64  # Gu et al. token_length
+    n_samples: int = 64
+    seed: int = 0  # unused by the shipped suite (kept for the shared --seed knob)
+    epsilon: float = 0.3  # Gu et al. sink threshold on alpha_0
+    hidden_threshold: float = 0.1  # ACT THRES on alpha_j, j > 0
+    hidden_min_queries: int = 1  # official: every column; >1 ignores the last columns seen by few queries
+    prepend_bos: bool = True
+    score_source: Literal["qk", "pattern"] = "qk"  # qk: streaming column sums; pattern: full eager patterns
+    attn_scale: float = 0.0  # 0: 1/sqrt(d_head)
+    block_size: int = 256  # query rows per block on the qk path
+    dormant_entropy: float = 0.2  # tau_row: mean normalised row entropy below this (and sink > epsilon)
+    massive_factor: float = 10.0  # a position is a residual-norm outlier above factor x median norm
+    top_tokens: int = 10  # hidden-sink token strings written as model-level rows
+    dataset: str = ""  # hub dataset name instead of the shipped natural_text suite (needs network)
+    dataset_split: str = "train"
+    dataset_column: str = "text"
+
+
+class SinkAnalyzer(Analyzer):
+    """Per head: first-token sink score and rate, hidden sinks, row entropy, output norm, dormant score."""
+
+    name = "sinks"
+    Params = SinkParams
+    metrics = (
+        "sink_score",
+        "sink_score_std",
+        "sink_rate",
+        "hidden_sink_count",
+        "hidden_sink_mass",
+        "hidden_sink_relpos",
+        "row_entropy",
+        "output_norm",
+        "output_norm_rel",
+        "dormant_score",
+        "is_dormant",
+    )
+    description = "attention parked on the first token (Gu et al.), hidden sinks (ACT), dormant heads, massive activations"
+
+    @property
+    def needs(self) -> Needs:
+        pattern = self.params.score_source == "pattern"
+        return Needs(pattern=pattern, q=not pattern, k=not pattern, z=True, resid_pre=True)
+
+    def build_suite(self, ctx: ScanContext) -> TokenSuite:
+        p = self.params
+        if p.score_source not in ("qk", "pattern"):
+            raise HeadscopeError(f"unknown sinks.score_source '{p.score_source}': use 'qk' or 'pattern'")
+        if p.score_source == "qk" and p.attn_scale == 0.0 and ctx.spec.architecture in QK_UNSUPPORTED:
+            raise HeadscopeError(
+                f"{ctx.spec.architecture} attention is not softmax(q.k/sqrt(d_head)) "
+                f"({QK_UNSUPPORTED[ctx.spec.architecture]}): pass --param sinks.score_source=pattern"
+            )
+        if p.seq_len > ctx.spec.n_ctx:
+            raise HeadscopeError(f"sinks.seq_len {p.seq_len} exceeds the model's context {ctx.spec.n_ctx}: lower it")
+        self._tokenizer = ctx.tokenizer
+        return natural_text_suite(
+            ctx.tokenizer,
+            seq_len=p.seq_len,
+            n_samples=p.n_samples,
+            bos_token_id=ctx.spec.bos_token_id,
+            prepend_bos=p.prepend_bos,
+            dataset=p.dataset,
+            split=p.dataset_split,
+            column=p.dataset_column,
+        )
+
+    def start(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self._scale = self.params.attn_scale or default_scale(spec.d_head)
+        n_l, n_h = spec.n_layers, spec.n_heads
+        self._alpha0 = RunningMoments(n_l, n_h)  # per-sample alpha at the first real token
+        self._sinks = RunningMoments(n_l, n_h)  # per-sample 1[alpha_0 > epsilon]
+        self._hidden_count = RunningMoments(n_l, n_h)
+        self._hidden_mass = RunningMoments(n_l, n_h)
+        self._entropy = RunningMoments(n_l, n_h)
+        self._out_norm = RunningMoments(n_l, n_h)
+        self._relpos_sum = torch.zeros(n_l, n_h, dtype=torch.float64)
+        self._relpos_n = torch.zeros(n_l, n_h, dtype=torch.float64)
+        self._tokens: Counter[int] = Counter()
+        self._massive: dict[int, dict[str, list[float]]] = {layer: {} for layer in range(n_l)}
+
+    # ---- per layer -------------------------------------------------------------------------------
+    def layer_stats(self, batch: ProbeBatch, acts: LayerActivations) -> ColumnStats:
+        """Column sums and entropies of this layer's attention, from q/k (streaming) or the full pattern."""
+        if self.params.score_source == "pattern":
+            return stats_from_pattern(acts.pattern, batch.valid, block_size=self.params.block_size)
+        return stats_from_qk(acts.q, acts.k, batch.valid, scale=self._scale, block_size=self.params.block_size)
+
+    def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
+        p = self.params
+        stats = self.layer_stats(batch, acts)
+        valid = batch.valid.to(stats.col_sum.device)
+        b, n_heads, t = stats.col_sum.shape
+        alpha = stats.column_mean  # [batch, head, key]
+        first = valid.float().argmax(dim=1)  # first real token per sequence
+        rows = torch.arange(b, device=alpha.device)
+        alpha0 = alpha[rows, :, first]  # [batch, head]
+        n_q = valid.sum(-1).to(torch.float64)  # valid queries per sequence
+
+        hidden = (alpha > p.hidden_threshold) & valid[:, None, :]
+        hidden &= (stats.n_queries >= p.hidden_min_queries)[:, None, :]
+        hidden[rows, :, first] = False
+        hidden_mass = (stats.col_sum * hidden).sum(-1) / n_q[:, None]  # mean row mass on hidden sinks
+
+        self._alpha0.add(acts.layer, alpha0)
+        self._sinks.add(acts.layer, (alpha0 > p.epsilon).double())
+        self._hidden_count.add(acts.layer, hidden.sum(-1).double())
+        self._hidden_mass.add(acts.layer, hidden_mass)
+        self._entropy.add(acts.layer, stats.entropy_sum / stats.n_entropy.clamp(min=1)[:, None])
+
+        lengths = valid.sum(-1)
+        for seq, head, key in hidden.nonzero().tolist():
+            offset = key - int(first[seq])
+            self._relpos_sum[acts.layer, head] += offset / max(int(lengths[seq]) - 1, 1)
+            self._relpos_n[acts.layer, head] += 1
+            self._tokens[int(batch.input_ids[seq, key])] += 1
+
+        z = acts.z  # [batch, head, pos, d_head]: the head's output before o_proj
+        norms = z.norm(dim=-1) * valid[:, None, :]
+        self._out_norm.add(acts.layer, (norms.sum(-1) / n_q[:, None].to(norms.dtype)))
+
+        self._observe_massive(acts.layer, acts.resid_pre, valid, first, hidden.any(1))
+
+    def _observe_massive(
+        self, layer: int, resid: torch.Tensor, valid: torch.Tensor, first: torch.Tensor, hidden_any: torch.Tensor
+    ) -> None:
+        """Sun et al. massive activations in the residual stream entering `layer`, per sequence."""
+        record = self._massive[layer]
+        for seq in range(resid.shape[0]):
+            h = resid[seq][valid[seq]]  # [real pos, d_model]
+            norms = h.norm(dim=-1)
+            magnitudes = h.abs()
+            top = int(norms.argmax())
+            median_norm = float(norms.median().clamp(min=1e-12))
+            outliers = (norms > self.params.massive_factor * median_norm).nonzero().flatten()
+            sink_positions = hidden_any[seq][valid[seq]].clone()
+            sink_positions[0] = True  # the first real token
+            on_sink = float(sink_positions[outliers].float().mean()) if len(outliers) else float("nan")
+            values = {
+                "massive_max_abs": float(magnitudes.max()),
+                "massive_ratio": float(magnitudes.max() / magnitudes.median().clamp(min=1e-12)),
+                "massive_norm_ratio": float(norms.max()) / median_norm,
+                "massive_top_is_first": float(top == 0),
+                "massive_outliers": float(len(outliers)),
+                "massive_outliers_on_sinks": on_sink,
+            }
+            for key, value in values.items():
+                record.setdefault(key, []).append(value)
+
+    # ---- rows ------------------------------------------------------------------------------------
+    def results(self) -> list[HeadValue]:
+        p = self.params
+        n = self._alpha0.count
+        alpha0 = self._alpha0.mean()
+        out_norm = self._out_norm.mean()
+        median = out_norm.median(dim=1, keepdim=True).values.clamp(min=1e-12)
+        out_rel = out_norm / median
+        entropy = self._entropy.mean()
+        relpos = torch.where(self._relpos_n > 0, self._relpos_sum / self._relpos_n.clamp(min=1), torch.nan)
+        per_head = {
+            "sink_score": alpha0,
+            "sink_score_std": self._alpha0.std(),
+            "sink_rate": self._sinks.mean(),
+            "hidden_sink_count": self._hidden_count.mean(),
+            "hidden_sink_mass": self._hidden_mass.mean(),
+            "hidden_sink_relpos": relpos,
+            "row_entropy": entropy,
+            "output_norm": out_norm,
+            "output_norm_rel": out_rel,
+            "dormant_score": alpha0 * (1.0 - out_rel).clamp(min=0.0, max=1.0),
+            "is_dormant": ((entropy < p.dormant_entropy) & (alpha0 > p.epsilon)).double(),
+        }
+        rows: list[HeadValue] = []
+        for layer in range(alpha0.shape[0]):
+            for head in range(alpha0.shape[1]):
+                for metric, table in per_head.items():
+                    rows.append(HeadValue(layer, head, metric, float(table[layer, head]), int(n[layer])))
+        total = int(n.max()) if len(n) else 0
+        rows.append(HeadValue(-1, -1, "sink_rate", float(self._sinks.mean().mean()), total))
+        rows.append(HeadValue(-1, -1, "sink_heads", float((self._sinks.mean() > 0.5).sum()), total))
+        rows.append(HeadValue(-1, -1, "n_sequences", float(total), total))
+        rows.extend(self._token_rows(total))
+        for layer, record in self._massive.items():
+            for key, values in record.items():
+                tensor = torch.tensor(values, dtype=torch.float64)
+                value = float(tensor.nanmean()) if not torch.isnan(tensor).all() else float("nan")
+                rows.append(HeadValue(-1, -1, f"{key}.L{layer}", value, len(values)))
+        return rows
+
+    def _token_rows(self, total: int) -> list[HeadValue]:
+        """Hidden-sink tokens as `hidden_sink_token[<string>]` = share of all hidden-sink detections."""
+        detections = sum(self._tokens.values())
+        rows = []
+        for token_id, count in self._tokens.most_common(self.params.top_tokens):
+            rows.append(HeadValue(-1, -1, f"hidden_sink_token[{token_string(self._tokenizer, token_id)}]", count / detections, total))
+        return rows
+
+    def hidden_sink_tokens(self) -> dict[str, int]:
+        """All hidden-sink detections by token string (the atlas keeps only the top ones)."""
+        return {token_string(self._tokenizer, t): c for t, c in self._tokens.most_common()}
+
+
+def token_string(tokenizer: Any, token_id: int) -> str:
+    """A compact, printable token: its vocabulary form (e.g. 'Ġthe'), or the id when the tokenizer has none."""
+    try:
+        text = tokenizer.convert_ids_to_tokens(int(token_id))
+    except Exception:
+        text = None
+    return str(text) if text else str(token_id)
