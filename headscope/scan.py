@@ -111,10 +111,38 @@ def scan(
     """
     built = build_analyzers(analyzers, shared={"seq_len": seq_len, "n_samples": n_samples, "seed": seed}, params=params)
     loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress)
-    atlas = scan_backend(loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress)
+    extras: dict[str, dict[str, Any]] = {}
+    atlas = scan_backend(loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress,
+                         side_outputs=extras)
     if out is not None:
         atlas.save(out)
+        for name, payload in extras.items():
+            write_side_output(side_output_path(out, name), payload)
     return atlas
+
+
+def side_output_path(atlas_path: str | Path, analyzer: str) -> Path:
+    """Where an analyzer's extras go beside an atlas: atlas.parquet -> atlas.<analyzer>.json."""
+    path = Path(atlas_path)
+    return path.with_name(f"{path.stem}.{analyzer}.json")
+
+
+def write_side_output(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomic JSON write (never pickle): temp file beside the target, then rename."""
+    import json
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as sink:
+            json.dump(payload, sink, ensure_ascii=False, indent=1)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def scan_backend(
@@ -124,17 +152,26 @@ def scan_backend(
     batch_size: int = 8,
     padding_side: str = "right",
     progress: bool = True,
+    side_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> Atlas:
-    """Run analyzers on an already-loaded backend (what notebooks and tests use)."""
+    """Run analyzers on an already-loaded backend (what notebooks and tests use).
+
+    With `side_outputs` (a dict), each analyzer's `side_output()` extras are stored in it by analyzer name.
+    """
     if batch_size < 1:
         raise HeadscopeError("--batch-size must be at least 1")
     if padding_side not in ("left", "right"):
         raise HeadscopeError(f"padding side '{padding_side}' is unknown: use 'left' or 'right'")
     torch.manual_seed(0)
-    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side)  # type: ignore[arg-type]
+    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side,  # type: ignore[arg-type]
+                      progress=progress)
     groups: dict[tuple[str, str], tuple[Any, list[Analyzer]]] = {}
+    driving: list[tuple[Any, Analyzer]] = []  # analyzers with their own `drive` (decoding, ablations)
     for analyzer in analyzers:
         suite = analyzer.build_suite(ctx)
+        if analyzer.drive is not None:
+            driving.append((suite, analyzer))
+            continue
         key = (suite.name, suite.content_hash)
         groups.setdefault(key, (suite, []))[1].append(analyzer)
 
@@ -150,12 +187,27 @@ def scan_backend(
         headscope_version=__version__,
     )
     frames = []
+    for suite, analyzer in driving:
+        analyzer.start(backend.spec)
+        analyzer.drive(backend, ctx)
+        _collect_side_output(analyzer, side_outputs)
+        frames.append(
+            rows_frame(
+                analyzer.results(),
+                provenance=provenance,
+                analyzer=analyzer.name,
+                probe_suite=suite.name,
+                probe_hash=suite.content_hash,
+                params=analyzer.params_json(),
+            )
+        )
     for (suite_name, suite_hash), (suite, members) in groups.items():
         for analyzer in members:
             analyzer.start(backend.spec)
         label = ",".join(a.name for a in members)
         recorder.record(suite_batches(suite, ctx), members, description=label, total=suite.n_batches(batch_size))
         for analyzer in members:
+            _collect_side_output(analyzer, side_outputs)
             frames.append(
                 rows_frame(
                     analyzer.results(),
@@ -167,3 +219,11 @@ def scan_backend(
                 )
             )
     return Atlas(pd.concat(frames, ignore_index=True))
+
+
+def _collect_side_output(analyzer: Analyzer, side_outputs: dict[str, dict[str, Any]] | None) -> None:
+    if side_outputs is None:
+        return
+    payload = analyzer.side_output()
+    if payload is not None:
+        side_outputs[analyzer.name] = payload

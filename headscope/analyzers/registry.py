@@ -5,13 +5,17 @@ from __future__ import annotations
 from headscope.analyzers.base import Analyzer
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
+from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
-    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer)
+    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, MapsAnalyzer)
 }
-GROUPS: dict[str, tuple[str, ...]] = {"classic": ("previous-token", "duplicate-token", "induction")}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "classic": ("previous-token", "duplicate-token", "induction"),
+    "weights": ("maps",),  # parameter-only analyzers: no forward pass
+}
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]
 
 

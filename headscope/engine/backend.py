@@ -10,6 +10,7 @@ import torch
 from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
+from headscope.engine.weights import ModelWeights
 
 LayerCallback = Callable[[LayerActivations], None]
 
@@ -52,6 +53,10 @@ class Backend(Protocol):
         forced_tokens: Sequence[int] | None = None,
     ) -> DecodeResult:
         """Greedy KV-cached decoding of one prompt; `on_layer` sees each step's tensors (acts.step set)."""
+        ...
+
+    def weights(self) -> ModelWeights:
+        """Embedding, unembedding and per-layer OV weights, for parameter-only analyzers (no forward pass)."""
         ...
 
 
