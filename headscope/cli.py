@@ -69,6 +69,12 @@ def scan(
     )
     print_summary(atlas, k=top, console=console)
     console.print(f"wrote {len(atlas)} rows to {out}")
+    from headscope.scan import side_output_path
+
+    for name in atlas.analyzers:
+        extra = side_output_path(out, name)
+        if extra.is_file():
+            console.print(f"wrote {name} extras to {extra}")
 
 
 @app.command()

@@ -10,7 +10,10 @@ uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -169,16 +172,19 @@ def scan(
             ray_address, model=model, backend=backend, device=device, dtype=dtype, workers=ray_workers,
             batch_size=batch_size, padding_side=padding_side,
         )
+    extras: dict[str, dict[str, Any]] = {}
     try:
         atlas = scan_backend(
             loaded, built, batch_size=batch_size, padding_side=padding_side, progress=progress,
-            shard_size=shard_size, parts=store, executor=executor,
+            shard_size=shard_size, parts=store, executor=executor, side_outputs=extras,
         )
     finally:
         if executor is not None:
             executor.close()
     if out is not None:
         atlas.save(out)
+        for name, payload in extras.items():
+            write_side_output(side_output_path(out, name), payload)
         if store is not None:
             store.remove()
     return atlas
@@ -315,7 +321,10 @@ def scan_backend(
     parts: PartStore | None = None,
     executor: Executor | None = None,
 ) -> Atlas:
-    """Run analyzers on an already-loaded backend (what notebooks and tests use)."""
+    """Run analyzers on an already-loaded backend (what notebooks and tests use).
+
+    With `side_outputs` (a dict), each analyzer's `side_output()` extras are stored in it by analyzer name.
+    """
     if batch_size < 1:
         raise HeadscopeError("--batch-size must be at least 1")
     if padding_side not in ("left", "right"):
@@ -372,17 +381,62 @@ def scan_backend(
             analyzer.start(backend.spec)
             analyzer.merge_states([states[i][analyzer.name] for i in range(len(group.shards))])
             frames.append(frame_of(analyzer, analyzer.results(), suite.name, suite.content_hash))
+            _collect_side_output(analyzer, side_outputs)
 
     for analyzer in driven:
         meta = {"analyzer": analyzer.name, "params": analyzer.params_json()}
         name = f"{analyzer.name}.{short_hash(analyzer.params_json())}.rows.parquet"
         frame = parts.load_rows(name, meta) if parts else None
+        side_name = name.replace(".rows.parquet", ".side.json")
         if frame is None:
             suite = analyzer.build_suite(ctx)
             frame = frame_of(analyzer, executor.run_driven(analyzer), suite.name, suite.content_hash)
+            payload = analyzer.side_output() if isinstance(executor, LocalExecutor) else None
             if parts:
+                if payload is not None:
+                    write_side_output(parts.folder / side_name, payload)
                 parts.save_rows(name, frame, meta)
+            if payload is not None and side_outputs is not None:
+                side_outputs[analyzer.name] = payload
+        elif parts and (parts.folder / side_name).is_file() and side_outputs is not None:
+            side_outputs[analyzer.name] = json.loads((parts.folder / side_name).read_text(encoding="utf-8"))
         frames.append(frame)
     if not frames:
         raise HeadscopeError("no analyzer produced rows: pass at least one analyzer")
     return Atlas(pd.concat(frames, ignore_index=True))
+
+
+def _collect_side_output(analyzer: Analyzer, side_outputs: dict[str, dict[str, Any]] | None) -> None:
+    if side_outputs is None:
+        return
+    payload = analyzer.side_output()
+    if payload is not None:
+        side_outputs[analyzer.name] = payload
+
+
+def side_output_path(atlas_path: str | Path, analyzer: str) -> Path:
+    """Where an analyzer's extras go beside an atlas: atlas.parquet -> atlas.<analyzer>.json."""
+    path = Path(atlas_path)
+    return path.with_name(f"{path.stem}.{analyzer}.json")
+
+
+def write_side_output(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomic JSON write (never pickle): temp file beside the target, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as sink:
+            json.dump(payload, sink, ensure_ascii=False, indent=1)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _collect_side_output(analyzer: Analyzer, side_outputs: dict[str, dict[str, Any]] | None) -> None:
+    if side_outputs is None:
+        return
+    payload = analyzer.side_output()
+    if payload is not None:
+        side_outputs[analyzer.name] = payload

@@ -55,6 +55,10 @@ class Analyzer(ABC):
     Params: ClassVar[type]
     metrics: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    # An analyzer that must drive the model itself (decoding, ablations) defines
+    # `drive(self, backend, ctx) -> None`; scan then calls it (after `start`) instead of the shared recorder pass.
+    # None: the analyzer is fed by the recorder (observe / observe_logits).
+    drive: ClassVar[Callable[..., None] | None] = None
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
@@ -106,6 +110,13 @@ class Analyzer(ABC):
     @property
     def drives_model(self) -> bool:
         return type(self).drive is not Analyzer.drive
+
+    def side_output(self) -> dict[str, Any] | None:
+        """Optional JSON-serialisable extras that do not fit atlas rows (e.g. readable token mappings).
+
+        `scan(out=...)` writes them beside the atlas as `<atlas stem>.<analyzer>.json`; the atlas itself is unchanged.
+        """
+        return None
 
     def params_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.params), sort_keys=True, separators=(",", ":"))

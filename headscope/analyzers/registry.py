@@ -5,6 +5,7 @@ from __future__ import annotations
 from headscope.analyzers.base import Analyzer
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
+from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
 from headscope.analyzers.sinks import SinkAnalyzer
@@ -12,9 +13,13 @@ from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
     cls.name: cls
-    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer)
+    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
+                MapsAnalyzer)
 }
-GROUPS: dict[str, tuple[str, ...]] = {"classic": ("previous-token", "duplicate-token", "induction")}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "classic": ("previous-token", "duplicate-token", "induction"),
+    "weights": ("maps",),  # parameter-only analyzers: no forward pass
+}
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]
 
 

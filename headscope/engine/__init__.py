@@ -7,6 +7,7 @@ from headscope.engine.intervention import HeadEdit, Intervention
 from headscope.engine.loading import load_backend
 from headscope.engine.recorder import LayerConsumer, Recorder
 from headscope.engine.spec import ModelSpec
+from headscope.engine.weights import ModelWeights, weights_from_hf
 
 __all__ = [
     "Backend",
@@ -16,10 +17,12 @@ __all__ = [
     "LayerActivations",
     "LayerConsumer",
     "ModelSpec",
+    "ModelWeights",
     "Needs",
     "ProbeBatch",
     "Recorder",
     "load_backend",
     "pad_sequences",
     "select_rows",
+    "weights_from_hf",
 ]

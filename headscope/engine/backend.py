@@ -11,6 +11,7 @@ from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
+from headscope.engine.weights import ModelWeights
 
 LayerCallback = Callable[[LayerActivations], None]
 
@@ -61,6 +62,10 @@ class Backend(Protocol):
 
     def intervene(self, *interventions: Intervention) -> ContextManager[None]:
         """Context in which every run/decode applies `interventions`; the model is exactly restored on exit."""
+        ...
+
+    def weights(self) -> ModelWeights:
+        """Embedding, unembedding and per-layer OV weights, for parameter-only analyzers (no forward pass)."""
         ...
 
 

@@ -111,6 +111,18 @@ class NNsightBackend:
 
     # -- one forward ---------------------------------------------------------
 
+    def weights(self) -> "ModelWeights":
+        """The wrapped HF model's weights (same reader as the TransformerLens backend; used by MAPS)."""
+        if getattr(self, "_weights", None) is None:
+            from headscope.engine.weights import weights_from_hf
+
+            if self.remote:
+                raise HeadscopeError("weights are not available with --remote: run MAPS on a local copy of the model")
+            spec = self.spec
+            self._weights = weights_from_hf(self.model._module, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads,
+                                            d_head=spec.d_head)
+        return self._weights
+
     def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
         query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
         if needs.rows_only and query_positions is None:

@@ -22,6 +22,7 @@ from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, s
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
+from headscope.engine.weights import ModelWeights, weights_from_hf
 from headscope.errors import HeadscopeError
 
 
@@ -166,6 +167,15 @@ class TransformerLensBackend:
                 hooks.append((f"blocks.{layer}.{point}", keep(field, transform)))
             hooks.append((f"blocks.{layer}.hook_resid_post", finish))
         return hooks
+
+    def weights(self) -> ModelWeights:
+        """The HF model's weights under the bridge (`original_model`), in TransformerLens' unfolded layout."""
+        if getattr(self, "_weights", None) is None:
+            spec = self.spec
+            self._weights = weights_from_hf(
+                self.bridge.original_model, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads, d_head=spec.d_head
+            )
+        return self._weights
 
     def run(self, batch: ProbeBatch, needs: Needs, on_layer: LayerCallback) -> torch.Tensor | None:
         query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None

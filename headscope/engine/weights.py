@@ -1,0 +1,193 @@
+"""Read-only access to the weights that parameter-only analyses (MAPS, OV/QK circuits) are made of.
+
+Analyzers never see a backend's model object; they ask `backend.weights()` for a `ModelWeights`, which
+exposes, in TransformerLens' unfolded ("no processing") layout:
+
+  W_E  [vocab, d_model]                    the token embedding
+  W_U  [d_model, vocab]                    the unembedding (no final norm folded in)
+  W_V(layer)  [kv_head, d_model, d_head]   value weights per KV head (GQA: query head h reads kv_head(h))
+  W_O(layer)  [head, d_head, d_model]      output weights per query head
+  first_mlp(x) [n, d_model] -> [n, d_model] layer 0's pre-MLP norm followed by its MLP (no residual added)
+
+`weights_from_hf(model)` builds one from any Hugging Face `PreTrainedModel`, so every backend that wraps
+HF modules (the TransformerLens bridge's `original_model`, nnsight's `_module`) shares it. Tensors are
+views of the model's parameters where the layout allows (no copy) and are cast to fp32 on access.
+Supported layouts: separate q/k/v/o projections (Llama, Mistral, Qwen2/3, Gemma, OLMo, ...), GPT-2's fused
+Conv1D `c_attn`/`c_proj`, and GPT-NeoX's fused `query_key_value`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from headscope.errors import HeadscopeError
+
+
+@dataclass
+class _LayerModules:
+    attention: nn.Module
+    pre_mlp_norm: nn.Module | None
+    mlp: nn.Module | None
+
+
+class ModelWeights:
+    """Embedding, unembedding and per-layer OV weights of a loaded model, fp32, read-only."""
+
+    def __init__(
+        self,
+        *,
+        W_E: torch.Tensor,
+        W_U: torch.Tensor,
+        W_V: Callable[[int], torch.Tensor],
+        W_O: Callable[[int], torch.Tensor],
+        first_mlp: Callable[[torch.Tensor], torch.Tensor] | None,
+        n_layers: int,
+        n_heads: int,
+        n_kv_heads: int,
+        layout: str,
+    ) -> None:
+        self._W_E = W_E  # [vocab, d_model]
+        self._W_U = W_U  # [d_model, vocab]
+        self._W_V = W_V
+        self._W_O = W_O
+        self._first_mlp = first_mlp
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.layout = layout
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """[vocab, d_model], fp32 (a view for fp32 models)."""
+        return self._W_E.float()
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """[d_model, vocab], fp32 (a view for fp32 models)."""
+        return self._W_U.float()
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self._W_U.shape[1])
+
+    @property
+    def group_size(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def W_V(self, layer: int) -> torch.Tensor:
+        """[kv_head, d_model, d_head], fp32."""
+        return self._W_V(layer).float()
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        """[head, d_head, d_model], fp32."""
+        return self._W_O(layer).float()
+
+    def W_VO(self, layer: int, head: int) -> torch.Tensor:
+        """The head's OV matrix [d_model, d_model]; GQA: W_V of kv_head = head // group_size."""
+        return self.W_V(layer)[head // self.group_size] @ self.W_O(layer)[head]
+
+    def first_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """Layer 0's pre-MLP norm then MLP on `x` [n, d_model] (no residual), fp32 out."""
+        if self._first_mlp is None:
+            raise HeadscopeError(f"this model's layer-0 MLP could not be located ({self.layout}): pass apply_first_mlp=false")
+        return self._first_mlp(x).float()
+
+
+def _decoder_layers(model: nn.Module) -> tuple[Any, str]:
+    """The list of decoder blocks and the layout family, found by the usual HF attribute paths."""
+    for path, family in (
+        ("model.layers", "separate"),
+        ("model.language_model.layers", "separate"),
+        ("transformer.h", "gpt2"),
+        ("gpt_neox.layers", "neox"),
+    ):
+        node: Any = model
+        try:
+            for part in path.split("."):
+                node = getattr(node, part)
+        except AttributeError:
+            continue
+        if isinstance(node, (nn.ModuleList, list)):
+            return node, family
+    raise HeadscopeError(
+        f"cannot find the decoder layers of {type(model).__name__}: weight access supports Llama-style, GPT-2 and "
+        "GPT-NeoX layouts; use a model of one of those families"
+    )
+
+
+def _layer_modules(block: nn.Module, family: str) -> _LayerModules:
+    if family == "gpt2":
+        return _LayerModules(block.attn, getattr(block, "ln_2", None), getattr(block, "mlp", None))
+    if family == "neox":
+        return _LayerModules(block.attention, getattr(block, "post_attention_layernorm", None), getattr(block, "mlp", None))
+    attention = getattr(block, "self_attn", None) or getattr(block, "attention", None)
+    if attention is None:
+        raise HeadscopeError(f"cannot find the attention module of {type(block).__name__}: unsupported layout")
+    # Gemma-2/3 normalise the attention output with post_attention_layernorm and the MLP input with
+    # pre_feedforward_layernorm; Llama-style blocks use post_attention_layernorm before the MLP.
+    norm = getattr(block, "pre_feedforward_layernorm", None) or getattr(block, "post_attention_layernorm", None)
+    return _LayerModules(attention, norm, getattr(block, "mlp", None))
+
+
+def weights_from_hf(model: nn.Module, *, n_heads: int, n_kv_heads: int, d_head: int) -> ModelWeights:
+    """A `ModelWeights` over the parameters of a Hugging Face causal LM (no copy for fp32 models)."""
+    layers, family = _decoder_layers(model)
+    embeddings = model.get_input_embeddings()
+    unembedding = model.get_output_embeddings()
+    if embeddings is None or unembedding is None:
+        raise HeadscopeError(f"{type(model).__name__} has no input/output embedding: weight access needs a causal LM")
+    W_E = embeddings.weight.detach()
+    W_U = unembedding.weight.detach().T  # lm_head is [vocab, d_model]; tied models share W_E
+    d_model = int(W_E.shape[1])
+    modules = [_layer_modules(block, family) for block in layers]
+
+    def W_V(layer: int) -> torch.Tensor:
+        attn = modules[layer].attention
+        if family == "gpt2":
+            # Conv1D computes x @ weight with weight [d_model, 3 * d_model]; the value block is the last third.
+            value = attn.c_attn.weight.detach()[:, 2 * n_heads * d_head :]
+            return value.reshape(d_model, n_heads, d_head).permute(1, 0, 2)
+        if family == "neox":
+            # query_key_value.weight [3 * d_model, d_model], rows laid out as [head, (q, k, v), d_head].
+            fused = attn.query_key_value.weight.detach().reshape(n_heads, 3, d_head, d_model)
+            return fused[:, 2].transpose(1, 2)
+        if not hasattr(attn, "v_proj"):
+            raise HeadscopeError(f"{type(attn).__name__} has no v_proj: unsupported attention layout for weight access")
+        # v_proj.weight [n_kv_heads * d_head, d_model] (x @ weight.T)
+        return attn.v_proj.weight.detach().reshape(n_kv_heads, d_head, d_model).transpose(1, 2)
+
+    def W_O(layer: int) -> torch.Tensor:
+        attn = modules[layer].attention
+        if family == "gpt2":
+            return attn.c_proj.weight.detach().reshape(n_heads, d_head, d_model)  # Conv1D weight [in, out]
+        out = attn.dense if family == "neox" else getattr(attn, "o_proj", None)
+        if out is None:
+            raise HeadscopeError(f"{type(attn).__name__} has no o_proj: unsupported attention layout for weight access")
+        # Linear weight [d_model, n_heads * d_head]
+        return out.weight.detach().T.reshape(n_heads, d_head, d_model)
+
+    first = modules[0] if modules else None
+    first_mlp = None
+    if first is not None and first.pre_mlp_norm is not None and first.mlp is not None:
+        norm, mlp = first.pre_mlp_norm, first.mlp
+        param = next(mlp.parameters())
+
+        def first_mlp(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return mlp(norm(x.to(device=param.device, dtype=param.dtype)))
+
+    return ModelWeights(
+        W_E=W_E,
+        W_U=W_U,
+        W_V=W_V,
+        W_O=W_O,
+        first_mlp=first_mlp,
+        n_layers=len(layers),
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        layout=family,
+    )
