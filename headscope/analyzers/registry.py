@@ -6,10 +6,11 @@ from headscope.analyzers.base import Analyzer
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
+from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
 from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
-    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer)
+    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SelectAndCopyAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {"classic": ("previous-token", "duplicate-token", "induction")}
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]
