@@ -234,3 +234,36 @@ def test_smollm2_newline_tokens_and_tiny_run(smollm2_backend):
     # post-rotary QK and attention pick the same option (softmax is monotonic within a row)
     assert (frame["qk_accuracy_0shot"] == frame["attn_accuracy_0shot"]).all()
     assert json.loads(atlas.frame["params"].iloc[0])["chat_template"] is True
+
+
+def test_notebook_runs(tmp_path):
+    from notebook_runner import cell_outputs, run_notebook
+
+    notebook = run_notebook("select_and_copy.ipynb", tmp_path)
+    text = cell_outputs(notebook)
+    assert "baseline (letter logits) accuracy" in text and "best QK head" in text
+    assert "(30, 9)" in text
+
+
+def test_cli_scan_select_and_copy(tmp_path, tiny_llama_dir):
+    """The CLI path with --param knobs (a tiny model and a tiny suite keep it quick)."""
+    import subprocess
+    import sys
+
+    model = save_model(tmp_path / "m")
+    suite = write_items(tmp_path / "suite", n=8)
+    out = tmp_path / "atlas.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "headscope.cli", "scan", str(model), "--analyzers", "select-and-copy", "--out", str(out),
+         "--param", f"select-and-copy.suite={suite}", "--param", "select-and-copy.shots=0,1", "--quiet"],
+        capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert result.returncode == 0, result.stderr
+    from headscope.atlas import read_atlas
+
+    atlas = read_atlas(out)
+    assert {"qk_accuracy_0shot", "qk_accuracy_1shot"} <= set(atlas.head_rows()["metric"])
+    bad = subprocess.run([sys.executable, "-m", "headscope.cli", "scan", str(model), "--analyzers", "select-and-copy",
+                          "--out", str(out), "--param", "select-and-copy.suite=nope", "--quiet"],
+                         capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert bad.returncode == 2 and "unknown probe suite" in bad.stderr
