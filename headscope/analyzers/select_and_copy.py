@@ -19,6 +19,8 @@ share their argmax (softmax is monotonic within a row), so their accuracies coin
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -88,6 +90,12 @@ class SelectAndCopyAnalyzer(Analyzer):
                    "chat_template": use_template, "option_token": "newline ending the option line"}
         self.suite_details = details
         return TokenSuite(f"mcqa:{p.suite}", sequences, samples, details)
+
+    def params_json(self) -> str:
+        """The parameters plus what was applied (chat template used or not, records hash), for the atlas."""
+        params = dataclasses.asdict(self.params)
+        params["applied"] = getattr(self, "suite_details", None)
+        return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
     def _demos(self, index: int, shots: int) -> list[MCQAItem]:
         """`shots` other items of the suite, drawn per item from the seed (never the item itself)."""

@@ -97,13 +97,16 @@ def _hub_records(spec: str, limit: int | None) -> list[dict[str, Any]]:
         raise HeadscopeError(f"hub MCQA source 'hub:{spec}' is malformed: use hub:<dataset>[:<config>[:<split>]]")
     name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "test")
     from datasets import load_dataset
+    from huggingface_hub import constants
 
+    hint = "connect to the hub (unset HF_HUB_OFFLINE) or use a shipped suite such as mcqa_general"
+    if constants.HF_HUB_OFFLINE:  # fail at once instead of waiting on retries
+        raise HeadscopeError(f"hub dataset '{name}' cannot be loaded offline (HF_HUB_OFFLINE is set): {hint}")
     try:
         dataset = load_dataset(name, config, split=split)
     except Exception as err:  # offline (HF_HUB_OFFLINE, no network) or unknown set
         raise HeadscopeError(
-            f"cannot load hub dataset '{name}' (config {config}, split {split}): {type(err).__name__}; "
-            "connect to the hub (unset HF_HUB_OFFLINE) or use a shipped suite such as mcqa_general"
+            f"cannot load hub dataset '{name}' (config {config}, split {split}): {type(err).__name__}; {hint}"
         ) from None
     missing = [c for c in ("question", "choices", "answer") if c not in dataset.column_names]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -110,9 +111,14 @@ def suite_dir(tmp_path_factory) -> Path:
     return write_items(tmp_path_factory.mktemp("sc_suite"))
 
 
+@functools.lru_cache(maxsize=2)
+def _eager_model(model_dir: str) -> LlamaForCausalLM:
+    return LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+
+
 def reference_scores(model_dir: Path, prompt_ids: list[int], options: list[int]) -> dict[str, torch.Tensor]:
     """[layer, head, option] scores from HF eager: q/k hooked at the projections, RoPE applied here."""
-    model = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model = _eager_model(str(model_dir))
     cfg = model.config
     d, n_h, n_kv = cfg.hidden_size // cfg.num_attention_heads, cfg.num_attention_heads, cfg.num_key_value_heads
     grabbed: dict[tuple[int, str], torch.Tensor] = {}
@@ -175,6 +181,8 @@ def test_planted_copy_head_is_perfect(tmp_path, suite_dir):
     model = atlas.model_metrics().set_index("metric")["value"]
     assert (model["best_qk_layer_0shot"], model["best_qk_head_0shot"]) == (1.0, 0.0)
     assert model["best_qk_test_accuracy_0shot"] == 1.0
+    applied = json.loads(atlas.frame["params"].iloc[0])["applied"]
+    assert applied["chat_template"] is False and applied["n_items"] == 24  # the tiny tokenizer has no template
     # the other heads are not copying: none of them is perfect
     others = frame[~((frame["layer"] == 1) & (frame["head"] == 0))]
     assert others["qk_accuracy_0shot"].max() < 1.0
@@ -219,7 +227,7 @@ def test_shipped_suites_are_balanced():
     assert all(item.choices[item.answer] in item.context for item in synthetic)
 
 
-def test_smollm2_newline_tokens_and_tiny_run(smollm2_backend):
+def test_smollm2_newline_tokens(smollm2_backend):
     """On the real model: options sit on the newline token (id 198), inside the chat template."""
     from headscope.scan import scan_backend
 
@@ -227,13 +235,7 @@ def test_smollm2_newline_tokens_and_tiny_run(smollm2_backend):
     prompt = build_prompt(smollm2_backend.tokenizer, items[0], chat_template=True)
     assert [prompt.input_ids[p] for p in prompt.option_positions] == [198] * 4
     assert prompt.text.startswith("<|im_start|>") and prompt.text.endswith("assistant\nAnswer:")
-    analyzer = SelectAndCopyAnalyzer(suite="mcqa_synthetic", n_samples=4, shots=(0,))
-    atlas = scan_backend(smollm2_backend, [analyzer], batch_size=4, progress=False)
-    frame = atlas.to_frame()
-    assert len(frame) == 270
-    # post-rotary QK and attention pick the same option (softmax is monotonic within a row)
-    assert (frame["qk_accuracy_0shot"] == frame["attn_accuracy_0shot"]).all()
-    assert json.loads(atlas.frame["params"].iloc[0])["chat_template"] is True
+    # the scan itself (qk == attn accuracies, chat template recorded) runs in the notebook test
 
 
 def test_notebook_runs(tmp_path):
@@ -242,28 +244,38 @@ def test_notebook_runs(tmp_path):
     notebook = run_notebook("select_and_copy.ipynb", tmp_path)
     text = cell_outputs(notebook)
     assert "baseline (letter logits) accuracy" in text and "best QK head" in text
-    assert "(30, 9)" in text
+    assert "(30, 9)" in text and "chat_template: True" in text
 
 
-def test_cli_scan_select_and_copy(tmp_path, tiny_llama_dir):
-    """The CLI path with --param knobs (a tiny model and a tiny suite keep it quick)."""
-    import subprocess
+def _cli(args: list[str]) -> int:
+    """Run the `headscope` entry point in-process; returns its exit code."""
     import sys
+    from unittest import mock
 
+    from headscope.cli import main
+
+    with mock.patch.object(sys, "argv", ["headscope", *args]):
+        try:
+            main()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+    return 0
+
+
+def test_cli_scan_select_and_copy(tmp_path, capsys):
+    """The CLI path with --param knobs (a tiny model and a tiny suite keep it quick)."""
     model = save_model(tmp_path / "m")
     suite = write_items(tmp_path / "suite", n=8)
     out = tmp_path / "atlas.parquet"
-    result = subprocess.run(
-        [sys.executable, "-m", "headscope.cli", "scan", str(model), "--analyzers", "select-and-copy", "--out", str(out),
-         "--param", f"select-and-copy.suite={suite}", "--param", "select-and-copy.shots=0,1", "--quiet"],
-        capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert result.returncode == 0, result.stderr
+    code = _cli(["scan", str(model), "--analyzers", "select-and-copy", "--out", str(out),
+                 "--param", f"select-and-copy.suite={suite}", "--param", "select-and-copy.shots=0,1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
     from headscope.atlas import read_atlas
 
     atlas = read_atlas(out)
     assert {"qk_accuracy_0shot", "qk_accuracy_1shot"} <= set(atlas.head_rows()["metric"])
-    bad = subprocess.run([sys.executable, "-m", "headscope.cli", "scan", str(model), "--analyzers", "select-and-copy",
-                          "--out", str(out), "--param", "select-and-copy.suite=nope", "--quiet"],
-                         capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-    assert bad.returncode == 2 and "unknown probe suite" in bad.stderr
+    capsys.readouterr()
+    code = _cli(["scan", str(model), "--analyzers", "select-and-copy", "--out", str(out),
+                 "--param", "select-and-copy.suite=nope", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown probe suite" in err and len(err.strip().splitlines()) == 1
