@@ -4,6 +4,7 @@ from headscope.analyzers.base import Analyzer, HeadValue, ScanContext, suite_bat
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
+from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
 from headscope.analyzers.registry import ANALYZERS, DEFAULT_ANALYZERS, analyzer_class, expand_names
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "InductionAnalyzer",
     "PreviousTokenAnalyzer",
     "ScanContext",
+    "SelectAndCopyAnalyzer",
     "analyzer_class",
     "expand_names",
     "suite_batches",

@@ -126,9 +126,26 @@ def suite_batches(suite: TokenSuite, ctx: ScanContext) -> Iterator[ProbeBatch]:
     """Padded batches of a suite, in suite order."""
     for start in range(0, len(suite.sequences), ctx.batch_size):
         stop = start + ctx.batch_size
-        yield pad_sequences(
+        batch = pad_sequences(
             suite.sequences[start:stop], ctx.pad_token_id, side=ctx.padding_side, samples=suite.samples[start:stop]
         )
+        batch.query_positions = _query_positions(batch)
+        yield batch
+
+
+def _query_positions(batch: ProbeBatch) -> torch.Tensor | None:
+    """Rows named by every sample's `query_positions` (unpadded coordinates), shifted into padded ones.
+
+    Suites whose samples carry `query_positions` (e.g. the last token of an MCQA prompt) get only those attention
+    rows from the engine under `Needs(rows_only=True)`.
+    """
+    if not batch.samples or not all("query_positions" in s for s in batch.samples):
+        return None
+    rows = [list(s["query_positions"]) for s in batch.samples]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("every sample of a suite must name the same number of query_positions")
+    first_real = batch.valid.float().argmax(dim=1)  # 0 with right padding
+    return torch.tensor(rows, dtype=torch.long) + first_real[:, None]
 
 
 class RunningMoments:

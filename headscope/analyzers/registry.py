@@ -8,13 +8,14 @@ from headscope.analyzers.induction import InductionAnalyzer
 from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
+from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
 from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
     cls.name: cls
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
-                MapsAnalyzer)
+                MapsAnalyzer, SelectAndCopyAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "classic": ("previous-token", "duplicate-token", "induction"),
