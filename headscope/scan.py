@@ -131,10 +131,15 @@ def scan_backend(
     if padding_side not in ("left", "right"):
         raise HeadscopeError(f"padding side '{padding_side}' is unknown: use 'left' or 'right'")
     torch.manual_seed(0)
-    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side)  # type: ignore[arg-type]
+    ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size, padding_side=padding_side,  # type: ignore[arg-type]
+                      progress=progress)
     groups: dict[tuple[str, str], tuple[Any, list[Analyzer]]] = {}
+    driving: list[tuple[Any, Analyzer]] = []  # analyzers with their own `drive` (decoding, ablations)
     for analyzer in analyzers:
         suite = analyzer.build_suite(ctx)
+        if analyzer.drive is not None:
+            driving.append((suite, analyzer))
+            continue
         key = (suite.name, suite.content_hash)
         groups.setdefault(key, (suite, []))[1].append(analyzer)
 
@@ -150,6 +155,19 @@ def scan_backend(
         headscope_version=__version__,
     )
     frames = []
+    for suite, analyzer in driving:
+        analyzer.start(backend.spec)
+        analyzer.drive(backend, ctx)
+        frames.append(
+            rows_frame(
+                analyzer.results(),
+                provenance=provenance,
+                analyzer=analyzer.name,
+                probe_suite=suite.name,
+                probe_hash=suite.content_hash,
+                params=analyzer.params_json(),
+            )
+        )
     for (suite_name, suite_hash), (suite, members) in groups.items():
         for analyzer in members:
             analyzer.start(backend.spec)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
@@ -34,6 +34,7 @@ class ScanContext:
     tokenizer: Any
     batch_size: int = 8
     padding_side: PaddingSide = "right"
+    progress: bool = False  # analyzers that drive the model themselves may show a progress bar
 
     @property
     def pad_token_id(self) -> int:
@@ -54,6 +55,10 @@ class Analyzer(ABC):
     Params: ClassVar[type]
     metrics: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    # An analyzer that must drive the model itself (decoding, ablations) defines
+    # `drive(self, backend, ctx) -> None`; scan then calls it (after `start`) instead of the shared recorder pass.
+    # None: the analyzer is fed by the recorder (observe / observe_logits).
+    drive: ClassVar[Callable[..., None] | None] = None
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()

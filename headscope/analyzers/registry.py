@@ -5,11 +5,12 @@ from __future__ import annotations
 from headscope.analyzers.base import Analyzer
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
+from headscope.analyzers.lookback import LookbackLensAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.errors import HeadscopeError
 
 ANALYZERS: dict[str, type[Analyzer]] = {
-    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer)
+    cls.name: cls for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, LookbackLensAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {"classic": ("previous-token", "duplicate-token", "induction")}
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]
