@@ -99,6 +99,14 @@ class LookbackParams:
     n_bootstrap: int = 1000
     detector_out: str = ""  # write the detector trained on all spans here (JSON)
 
+    def __post_init__(self) -> None:  # fail before the model is loaded
+        if self.span not in ("predefined", "sliding_window"):
+            raise HeadscopeError(f"unknown lookback span '{self.span}': use 'predefined' or 'sliding_window'")
+        if self.split_by not in ("span", "item"):
+            raise HeadscopeError(f"unknown lookback split_by '{self.split_by}': use 'span' (official) or 'item'")
+        if self.max_new_tokens < 1 or self.window < 1:
+            raise HeadscopeError("lookback.max_new_tokens and lookback.window must be at least 1")
+
 
 @dataclass
 class GeneratedAnswer:
@@ -126,12 +134,6 @@ class LookbackLensAnalyzer(Analyzer):
 
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self.params
-        if p.span not in ("predefined", "sliding_window"):
-            raise HeadscopeError(f"unknown lookback span '{p.span}': use 'predefined' or 'sliding_window'")
-        if p.split_by not in ("span", "item"):
-            raise HeadscopeError(f"unknown lookback split_by '{p.split_by}': use 'span' (official) or 'item'")
-        if p.max_new_tokens < 1:
-            raise HeadscopeError("lookback.max_new_tokens must be at least 1")
         items, digest = load_grounded_items(p.suite, n_samples=p.n_samples)
         sequences, samples = [], []
         for item in items:

@@ -251,3 +251,29 @@ def test_notebook_runs(tmp_path, tiny_llama_dir):
     finally:
         os.environ.pop("HEADSCOPE_LOOKBACK_MODEL", None)
     assert "lookback_ratio" in cell_outputs(notebook)
+
+
+def test_cli_scan_lookback(tiny_llama_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from headscope.atlas import read_atlas
+    from headscope.cli import app
+
+    suite = tmp_path / "cli_suite"
+    suite.mkdir()
+    records = [{"id": f"q{i}", "task": "summary", "document": f"t{20 + i} t{21 + i} t{22 + i}",
+                "question": "", "answers": [f"t{20 + i}"]} for i in range(2)]
+    (suite / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "atlas.parquet"
+    result = CliRunner().invoke(app, [
+        "scan", str(tiny_llama_dir), "--analyzers", "lookback", "--out", str(out), "--quiet",
+        "--param", f"lookback.suite={suite}", "--param", "lookback.max_new_tokens=2",
+        "--param", "lookback.span=sliding_window", "--param", "lookback.window=1",
+    ])
+    assert result.exit_code == 0, result.output
+    frame = read_atlas(out).frame
+    assert set(frame.analyzer) == {"lookback"}
+    assert frame[(frame.layer == -1) & (frame.metric == "n_items")].value.item() == 2
+    bad = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "--analyzers", "lookback", "--out", str(out),
+                                   "--quiet", "--param", "lookback.span=everything"])
+    assert bad.exit_code != 0 and "predefined" in str(bad.exception) + bad.output
