@@ -55,10 +55,6 @@ class Analyzer(ABC):
     Params: ClassVar[type]
     metrics: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
-    # An analyzer that must drive the model itself (decoding, ablations) defines
-    # `drive(self, backend, ctx) -> None`; scan then calls it (after `start`) instead of the shared recorder pass.
-    # None: the analyzer is fed by the recorder (observe / observe_logits).
-    drive: ClassVar[Callable[..., None] | None] = None
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from headscope.analyzers.base import Analyzer
 from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
 from headscope.analyzers.induction import InductionAnalyzer
+from headscope.analyzers.lookback import LookbackLensAnalyzer
 from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
@@ -15,7 +16,7 @@ from headscope.errors import HeadscopeError
 ANALYZERS: dict[str, type[Analyzer]] = {
     cls.name: cls
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
-                MapsAnalyzer, SelectAndCopyAnalyzer)
+                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "classic": ("previous-token", "duplicate-token", "induction"),
