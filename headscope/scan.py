@@ -320,6 +320,7 @@ def scan_backend(
     shard_size: int = DEFAULT_SHARD_SIZE,
     parts: PartStore | None = None,
     executor: Executor | None = None,
+    side_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> Atlas:
     """Run analyzers on an already-loaded backend (what notebooks and tests use).
 
