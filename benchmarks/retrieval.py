@@ -74,7 +74,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.chunk, args.threads)))
         return
-    from headscope.scan import parse_lengths
+    from headscope.scanner import parse_lengths
 
     runs = [(n, args.chunk) for n in parse_lengths(args.lengths)]
     if args.compare_chunk:

@@ -30,18 +30,18 @@ class _ShardWorker:
 
     def _shard(self, spec: dict[str, Any]):
         from headscope.analyzers import analyzer_class
-        from headscope.scan import Shard
+        from headscope.scanner import Shard
 
         members = [analyzer_class(name)(params) for name, params in spec["members"]]
         return Shard(spec["suite"], members, spec["index"], spec["count"], spec["start"], spec["stop"])
 
     def run_shard(self, spec: dict[str, Any]):
-        from headscope.scan import run_shard
+        from headscope.scanner import run_shard
 
         return run_shard(self.backend, self.ctx, self._shard(spec))
 
     def run_whole(self, spec: dict[str, Any]):
-        from headscope.scan import run_shard
+        from headscope.scanner import run_shard
 
         shard = self._shard(spec)
         run_shard(self.backend, self.ctx, shard)

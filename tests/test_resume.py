@@ -71,7 +71,7 @@ def test_a_foreign_part_with_the_right_name_is_refused(tiny_llama_dir, tmp_path)
     from headscope.analyzers import ScanContext
     from headscope.engine import load_backend
     from headscope.parts import PartStore
-    from headscope.scan import build_analyzers, plan_groups
+    from headscope.scanner import build_analyzers, plan_groups
 
     backend = load_backend(str(tiny_llama_dir), quiet=True)
     analyzers = build_analyzers("classic", shared={"seq_len": 21, "n_samples": 4})

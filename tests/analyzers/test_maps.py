@@ -19,7 +19,7 @@ import torch
 
 from headscope.analyzers.maps import MapsAnalyzer, MapsParams
 from headscope.engine import load_backend, weights_from_hf
-from headscope.scan import scan_backend, side_output_path
+from headscope.scanner import scan_backend, side_output_path
 from tiny_models import build_tiny_model
 
 

@@ -178,7 +178,7 @@ def test_hub_source_offline_is_a_clear_error(monkeypatch):
 
 
 def test_parse_context_lengths():
-    from headscope.scan import parse_lengths
+    from headscope.scanner import parse_lengths
 
     assert parse_lengths("1k,2k, 4k") == (1000, 2000, 4000)
     assert parse_lengths("1500,2.5k") == (1500, 2500)

@@ -14,7 +14,7 @@ from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.engine import Needs, load_backend, pad_sequences
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
-from headscope.scan import scan_backend
+from headscope.scanner import scan_backend
 from tiny_models import build_tiny_model
 
 BOS, EOS = 1, 2
