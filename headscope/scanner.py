@@ -433,11 +433,3 @@ def write_side_output(path: Path, payload: dict[str, Any]) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _collect_side_output(analyzer: Analyzer, side_outputs: dict[str, dict[str, Any]] | None) -> None:
-    if side_outputs is None:
-        return
-    payload = analyzer.side_output()
-    if payload is not None:
-        side_outputs[analyzer.name] = payload

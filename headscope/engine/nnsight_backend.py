@@ -29,14 +29,10 @@ the requested (row-selected) tensors of every layer are saved there and streamed
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -44,7 +40,11 @@ from headscope.engine.activations import LayerActivations, Needs
 from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.spec import ModelSpec
+from headscope.engine.util import first_int, quiet_loading
 from headscope.errors import HeadscopeError
+
+if TYPE_CHECKING:
+    from headscope.engine.weights import ModelWeights
 
 ATTENTION_CALL = "attention_interface_"
 ROTARY_CALL = "apply_rotary_pos_emb_0"
@@ -96,7 +96,7 @@ class NNsightBackend:
         if remote and revision not in ("", "main", "local"):
             kwargs["revision"] = revision  # the hub revision NDIF should run
         try:
-            with _quiet():
+            with quiet_loading():
                 self.model = TransformersModel(str(path), dispatch=not remote, **kwargs)
         except (ValueError, OSError, KeyError) as err:
             raise HeadscopeError(
@@ -429,8 +429,8 @@ def spec_from_config(config: Any, text: Any, tokenizer: Any) -> ModelSpec:
         d_model=d_model,
         d_vocab=int(text.vocab_size),
         n_ctx=int(n_ctx),
-        bos_token_id=_first_int(getattr(text, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
-        pad_token_id=_first_int(getattr(tokenizer, "pad_token_id", None), getattr(text, "pad_token_id", None)),
+        bos_token_id=first_int(getattr(text, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
+        pad_token_id=first_int(getattr(tokenizer, "pad_token_id", None), getattr(text, "pad_token_id", None)),
         architecture=str((getattr(config, "architectures", None) or [type(config).__name__])[0]),
     )
 
@@ -502,31 +502,3 @@ def _refuse_unread_paths(module: torch.nn.Module) -> None:
 def _last(tensor: torch.Tensor, n: int | None) -> torch.Tensor:
     """The last `n` positions of [batch, head, pos, d] (all when n is None)."""
     return tensor if n is None else tensor[:, :, -n:, :]
-
-
-def _first_int(*values: Any) -> int | None:
-    for value in values:
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if isinstance(value, int):
-            return value
-    return None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """nnsight and transformers print deprecation notes and progress bars on load."""
-    from transformers.utils import logging as hf_logging
-
-    previous = logging.root.manager.disable
-    bars = hf_logging.is_progress_bar_enabled()
-    logging.disable(logging.WARNING)
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        if bars:
-            hf_logging.enable_progress_bar()

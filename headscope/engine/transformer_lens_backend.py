@@ -10,8 +10,6 @@ the callback and dropped: peak extra memory is one layer's requested tensors.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -23,6 +21,7 @@ from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 from headscope.engine.weights import ModelWeights, weights_from_hf
+from headscope.engine.util import first_int, quiet_loading
 from headscope.errors import HeadscopeError
 
 
@@ -47,7 +46,7 @@ class TransformerLensBackend:
         self.dtype = dtype
         self.device = torch.device(device)
         try:
-            with _quiet():
+            with quiet_loading():
                 self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
         except (ValueError, NotImplementedError, KeyError) as err:
             raise HeadscopeError(
@@ -276,34 +275,7 @@ def _spec_from_bridge(bridge: Any) -> ModelSpec:
         d_model=int(cfg.d_model),
         d_vocab=int(cfg.d_vocab),
         n_ctx=int(cfg.n_ctx),
-        bos_token_id=_first_int(getattr(hf_config, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
-        pad_token_id=_first_int(getattr(tokenizer, "pad_token_id", None), getattr(hf_config, "pad_token_id", None)),
+        bos_token_id=first_int(getattr(hf_config, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None)),
+        pad_token_id=first_int(getattr(tokenizer, "pad_token_id", None), getattr(hf_config, "pad_token_id", None)),
         architecture=str((getattr(hf_config, "architectures", None) or [type(bridge.original_model).__name__])[0]),
     )
-
-
-def _first_int(*values: Any) -> int | None:
-    for value in values:
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if isinstance(value, int):
-            return value
-    return None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """TransformerLens prints banners and warnings on boot; keep the user's terminal clean."""
-    from transformers.utils import logging as hf_logging
-
-    previous = logging.root.manager.disable
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    logging.disable(logging.WARNING)
-    hf_logging.disable_progress_bar()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
