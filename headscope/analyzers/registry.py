@@ -9,6 +9,7 @@ from headscope.analyzers.lookback import LookbackLensAnalyzer
 from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.previous_token import PreviousTokenAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
+from headscope.analyzers.safety import SafetyHeadAnalyzer
 from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
 from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.errors import HeadscopeError
@@ -16,7 +17,7 @@ from headscope.errors import HeadscopeError
 ANALYZERS: dict[str, type[Analyzer]] = {
     cls.name: cls
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
-                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer)
+                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer)
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "classic": ("previous-token", "duplicate-token", "induction"),

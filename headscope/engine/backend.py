@@ -25,6 +25,25 @@ class DecodeResult:
     step_logits: torch.Tensor
 
 
+@dataclass
+class LastTokenOutput:
+    """What a forward pass ends in, at each row's last real token (all a next-token analyzer needs).
+
+    logits  [batch, vocab]    next-token logits (fp32)
+    hidden  [batch, d_model]  the final representation: the unembedding's input, after the final norm
+                              (Hugging Face's `hidden_states[-1]`)
+    Only these rows go through the unembedding, so the [batch, pos, vocab] logits are never made.
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+def last_real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch] index of each row's last real token, for left or right padding."""
+    return attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)
+
+
 class Backend(Protocol):
     """What the engine needs from a model library (TransformerLens bridge, nnsight, ...)."""
 
@@ -40,6 +59,13 @@ class Backend(Protocol):
         """Run `batch` once; call `on_layer` after each layer with the requested tensors.
 
         Returns logits [batch, pos, vocab] when `needs.logits`, else None.
+        """
+        ...
+
+    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+        """One forward pass that returns only the last real token's logits and final hidden state.
+
+        Active interventions (phase "forward") apply; no per-layer tensors are recorded.
         """
         ...
 

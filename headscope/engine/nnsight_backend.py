@@ -29,16 +29,26 @@ the requested (row-selected) tensors of every layer are saved there and streamed
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
+from headscope.engine.backend import (
+    DecodeResult,
+    LastTokenOutput,
+    LayerCallback,
+    last_real_positions,
+    pad_to_keys,
+    select_rows,
+)
 from headscope.engine.batch import ProbeBatch
+from headscope.engine.hf_interventions import hooked_interventions, query_norm_is_heads_first
+from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 from headscope.engine.util import first_int, quiet_loading
 from headscope.errors import HeadscopeError
@@ -108,6 +118,32 @@ class NNsightBackend:
         self.text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.spec = spec_from_config(config, self.text_config, self.tokenizer)
         self.sites = find_layer_sites(self.model, self.spec.n_layers)
+        self._phase = "forward"  # which Intervention phase the running pass is in
+
+    # -- interventions ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def intervene(self, *interventions: Intervention) -> Iterator[None]:
+        """Apply `interventions` to every run/decode inside the block (torch hooks, removed on exit)."""
+        if self.remote and interventions:
+            raise HeadscopeError("interventions are not available with --remote: run them on a local copy of the model")
+        bad = [layer for item in interventions for layer in item.layers if not 0 <= layer < self.spec.n_layers]
+        if bad:
+            raise HeadscopeError(f"intervention layers {bad} are outside 0..{self.spec.n_layers - 1}: fix the head list")
+        modules = [self.model._module.get_submodule(site.attention_path) for site in self.sites]
+        if getattr(self, "_query_norm_heads_first", None) is None:
+            self._query_norm_heads_first = query_norm_is_heads_first(self.model._module, modules[0], self.spec.n_heads)
+        with hooked_interventions(modules, self.spec, interventions, lambda: self._phase,
+                                  query_norm_heads_first=self._query_norm_heads_first):
+            yield
+
+    @contextlib.contextmanager
+    def _in_phase(self, phase: str) -> Iterator[None]:
+        before, self._phase = self._phase, phase
+        try:
+            yield
+        finally:
+            self._phase = before
 
     # -- one forward ---------------------------------------------------------
 
@@ -132,8 +168,34 @@ class NNsightBackend:
         if self.remote:
             return self._run_remote(encoding, needs, on_layer, query_positions)
         rows = query_positions if needs.rows_only else None
-        with torch.inference_mode():
+        with torch.inference_mode(), self._in_phase("forward"):
             return self._trace(encoding, needs, on_layer, rows, step=None)
+
+    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+        """Logits and final hidden state at each row's last real token (an untraced Hugging Face forward).
+
+        A pre-hook on the unembedding keeps only the last rows, so the [batch, pos, vocab] logits are never made.
+        """
+        if self.remote:
+            raise HeadscopeError("last-token passes are not available with --remote: run the analyzer locally")
+        hf_model = self.model._module
+        encoding = self._encoding(batch.input_ids, batch.attention_mask)
+        last = last_real_positions(batch.attention_mask).to(self.device)
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep_last(module: torch.nn.Module, args: tuple) -> tuple:
+            resid = args[0]  # [batch, pos, d_model]
+            rows = resid[torch.arange(resid.shape[0], device=resid.device), last]
+            captured["hidden"] = rows.detach().float()
+            return (rows[:, None, :], *args[1:])
+
+        handle = hf_model.get_output_embeddings().register_forward_pre_hook(keep_last)
+        try:
+            with torch.inference_mode(), self._in_phase("forward"):
+                logits = hf_model(**encoding).logits
+        finally:
+            handle.remove()
+        return LastTokenOutput(logits[:, -1].float(), captured["hidden"])
 
     def _encoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs as an encoding, which nnsight passes through untouched.
@@ -219,10 +281,13 @@ class NNsightBackend:
         on_layer: LayerCallback,
         stop_token_ids: Sequence[int] = (),
         forced_tokens: Sequence[int] | None = None,
+        prefill_chunk: int = 512,
     ) -> DecodeResult:
         """Greedy decoding with the Hugging Face KV cache; each step is one traced forward of one token.
 
-        The prompt minus its last token is prefilled without tracing; step 0 feeds the last prompt token.
+        The prompt minus its last token is prefilled without tracing, `prefill_chunk` tokens at a time through
+        the cache (eager attention then holds [head, chunk, T] scores, not [head, T, T]); step 0 feeds the
+        last prompt token.
         Each step's pattern is [1, head, 1, keys so far] (zeros before a sliding window); k/v are this step's
         (one position).
         """
@@ -235,6 +300,8 @@ class NNsightBackend:
                 f"prompt of {len(prompt_ids)} tokens + {max_new_tokens} new exceeds the model's context of "
                 f"{self.spec.n_ctx}: use a shorter context"
             )
+        if prefill_chunk < 1:
+            raise HeadscopeError("prefill_chunk must be at least 1 token")
         self._check_pattern(needs)
         from transformers import DynamicCache
 
@@ -246,7 +313,10 @@ class NNsightBackend:
         step_logits: list[torch.Tensor] = []
         step_needs = Needs(**{**vars(needs), "logits": True, "rows_only": False})
         with torch.inference_mode():
-            hf_model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+            with self._in_phase("prefill"):
+                for start in range(0, ids.shape[1] - 1, prefill_chunk):
+                    hf_model(input_ids=ids[:, start : min(start + prefill_chunk, ids.shape[1] - 1)],
+                             past_key_values=cache, use_cache=True)
             current = ids[:, -1:]
             position = ids.shape[1] - 1
             for index in range(max_new_tokens):
@@ -256,9 +326,10 @@ class NNsightBackend:
                     "past_key_values": cache,
                     "use_cache": True,
                 }
-                logits = self._trace(
-                    encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
-                )
+                with self._in_phase("decode"):
+                    logits = self._trace(
+                        encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
+                    )
                 last = logits[0, -1].float()
                 step_logits.append(last)
                 choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])

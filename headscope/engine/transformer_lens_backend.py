@@ -16,7 +16,14 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from headscope.engine.activations import LayerActivations, Needs
-from headscope.engine.backend import DecodeResult, LayerCallback, pad_to_keys, select_rows
+from headscope.engine.backend import (
+    DecodeResult,
+    LastTokenOutput,
+    LayerCallback,
+    last_real_positions,
+    pad_to_keys,
+    select_rows,
+)
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
@@ -83,8 +90,11 @@ class TransformerLensBackend:
 
     def _intervention_hooks(self, phase: str) -> list[tuple[str, Callable]]:
         """Forward hooks that apply the active interventions of `phase`, in the heads-first layout."""
-        points = {"q": self._q_hook, "k": self._k_hook, "q_raw": "attn.hook_q", "k_raw": "attn.hook_k",
+        # q_raw/k_raw are edited where they are read: after a q/k norm (whose scale invariance would otherwise
+        # undo e.g. a query scaling), before the rotary embedding.
+        points = {"q": self._q_hook, "k": self._k_hook, "q_raw": self._q_raw_hook, "k_raw": self._k_raw_hook,
                   "v": "attn.hook_v", "z": "attn.hook_z", "pattern": "attn.hook_pattern"}
+        heads_first_already = {"pattern"} | ({"q_raw", "k_raw"} if self._q_raw_hook.endswith("_normed") else set())
         hooks: list[tuple[str, Callable]] = []
         for item in self._interventions:
             if phase not in item.phases:
@@ -92,7 +102,7 @@ class TransformerLensBackend:
 
             def hook(tensor: torch.Tensor, hook: Any, item: Intervention = item) -> torch.Tensor:
                 layer = int(hook.name.split(".")[1])
-                if item.tensor == "pattern":  # already [batch, head, query, key]
+                if item.tensor in heads_first_already:  # [batch, head, pos, d] / [batch, head, query, key]
                     return item.edit(layer, tensor)
                 return item.edit(layer, tensor.transpose(1, 2)).transpose(1, 2)  # [batch, pos, head, d] round trip
 
@@ -189,6 +199,26 @@ class TransformerLensBackend:
                 return_type="logits" if needs.logits else None,
             )
         return logits.float() if needs.logits else None
+
+    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+        """Logits and final hidden state at each row's last real token; the unembedding sees only those rows."""
+        last = last_real_positions(batch.attention_mask).to(self.device)
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep_last(resid: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, d_model] -> [batch, 1, d_model]
+            rows = resid[torch.arange(resid.shape[0], device=resid.device), last]
+            captured["hidden"] = rows.detach().float()
+            return rows[:, None, :]
+
+        hooks = self._intervention_hooks("forward") + [("unembed.hook_in", keep_last)]
+        with torch.inference_mode():
+            logits = self.bridge.run_with_hooks(
+                batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                fwd_hooks=hooks,
+                return_type="logits",
+            )
+        return LastTokenOutput(logits[:, -1].float(), captured["hidden"])
 
     def decode(
         self,

@@ -1,0 +1,45 @@
+"""Turn a bare user request into model input, the same way for tuning, scoring and generation.
+
+Styles:
+  "chat"   the tokenizer's chat template, user turn + generation prompt (what an instruct model is served with;
+           falls back to "query" for tokenizers without a template).
+  "query"  the safety-head paper's optional template, "## Query:{q}\\n## Answer:" (ydyjya/SafetyHeadAttribution,
+           `lib/Sahara/attribution.py`).
+  "plain"  the request text alone (the paper's default for Ships).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headscope.errors import HeadscopeError
+
+PROMPT_STYLES = ("chat", "query", "plain")
+QUERY_TEMPLATE = "## Query:{q}\n## Answer:"
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def request_prompt_text(tokenizer: Any, request: str, *, style: str = "chat") -> str:
+    """The prompt string for `request`; special tokens of the chat template are part of the text."""
+    if style not in PROMPT_STYLES:
+        raise HeadscopeError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
+    if style == "chat" and has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": request}], tokenize=False, add_generation_prompt=True
+        )
+    if style in ("chat", "query"):
+        return QUERY_TEMPLATE.format(q=request)
+    return request
+
+
+def request_prompt_ids(tokenizer: Any, request: str, *, style: str = "chat") -> list[int]:
+    """Token ids of the prompt for `request` (a chat-rendered prompt already holds its special tokens)."""
+    text = request_prompt_text(tokenizer, request, style=style)
+    templated = style == "chat" and has_chat_template(tokenizer)
+    ids = list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+    if not ids:
+        raise HeadscopeError("a request tokenised to nothing: give every request some text")
+    return ids

@@ -1,0 +1,203 @@
+"""Ships and Sahara against brute force (one hooked Hugging Face forward per head and prompt), and a planted head."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from planted_safety import ANSWER, PLANTED_HEAD, REFUSAL, build_planted_refusal_llama, harmful_prompt
+from reference import hf_eager
+from tiny_models import build_tiny_model
+
+import headscope
+from headscope.analyzers.base import ScanContext
+from headscope.analyzers.safety import SafetyHeadAnalyzer
+from headscope.engine import load_backend
+from headscope.errors import HeadscopeError
+
+N_HEADS, D_HEAD = 4, 16
+
+
+def words(ids: list[int]) -> str:
+    return " ".join(f"t{i}" for i in ids)
+
+
+def write_suite(folder, harmful: list[list[int]], heldout: list[list[int]] = ()) -> str:
+    """A local suite in the shipped schema, written in the tiny models' word vocabulary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for split, prompts in (("train", harmful), ("heldout", heldout)):
+        for i, ids in enumerate(prompts):
+            pair = f"{split}{i}"
+            records.append({"id": f"{pair}-harmful", "pair": pair, "kind": "harmful", "category": "test",
+                            "request": words(ids), "response": "I can't help with that.", "split": split})
+            records.append({"id": f"{pair}-harmless", "pair": pair, "kind": "harmless", "category": "test",
+                            "request": words(ids[::-1]), "response": "Sure, here it is.", "split": split})
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "CARD.md").write_text("test suite\n")
+    return str(folder)
+
+
+def hooked_run(model, ids: list[int], heads: list[tuple[int, int]], eps: float):
+    """Brute force: one forward of one prompt with `heads`' queries scaled by eps in q_proj's output."""
+    handles = []
+    for layer, head in heads:
+        def scale(module, args, out, head=head):
+            out = out.clone()
+            out[..., head * D_HEAD : (head + 1) * D_HEAD] *= eps
+            return out
+        handles.append(model.model.layers[layer].self_attn.q_proj.register_forward_hook(scale))
+    try:
+        with torch.no_grad():
+            out = model(torch.tensor([ids]), output_hidden_states=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out.logits[0, -1].double().numpy(), out.hidden_states[-1][0, -1].double().numpy()
+
+
+def kl_reference(base_logits: np.ndarray, ablated_logits: np.ndarray) -> float:
+    """The paper's pd_diff.kl_divergence, in numpy: sum p log(p / q) with 1e-12 added to both."""
+    p = np.exp(base_logits - base_logits.max())
+    p /= p.sum()
+    q = np.exp(ablated_logits - ablated_logits.max())
+    q /= q.sum()
+    p, q = p + 1e-12, q + 1e-12
+    return float(np.sum(p * np.log(p / q)))
+
+
+def angle_reference(base: np.ndarray, ablated: np.ndarray) -> float:
+    u1 = np.linalg.svd(base, full_matrices=False)[0][:, 0]
+    u2 = np.linalg.svd(ablated, full_matrices=False)[0][:, 0]
+    return math.degrees(math.acos(min(abs(float(u1 @ u2)), 1.0)))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny_model("llama", tmp_path_factory.mktemp("safety_llama"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    return build_planted_refusal_llama(tmp_path_factory.mktemp("planted_refusal"))
+
+
+PROMPTS = [[1, 12, 40, 41, 50, 7], [1, 60, 61, 12, 62, 63, 64], [1, 70, 71, 72, 12]]
+
+
+def run_analyzer(backend, suite: str, **params) -> SafetyHeadAnalyzer:
+    analyzer = SafetyHeadAnalyzer(source=suite, prompt_style="plain", n_samples=0, **params)
+    analyzer.start(backend.spec)
+    analyzer.drive(backend, ScanContext(backend.spec, backend.tokenizer))
+    return analyzer
+
+
+@pytest.mark.parametrize("backend_name", ["transformer-lens", "nnsight"])
+def test_ships_equals_one_hooked_forward_per_head_and_prompt(tiny_dir, tmp_path, backend_name):
+    backend = load_backend(str(tiny_dir), backend=backend_name, quiet=True)
+    suite = write_suite(tmp_path / "suite", [p[1:] for p in PROMPTS])
+    analyzer = run_analyzer(backend, suite, sahara_steps=0, rows_per_pass=3)
+    model = hf_eager(tiny_dir)
+    prompts = [backend.tokenizer(words(p[1:]))["input_ids"] for p in PROMPTS]
+    expected = np.zeros((len(prompts), 2, N_HEADS))
+    for index, ids in enumerate(prompts):
+        base, _ = hooked_run(model, ids, [], 1e-4)
+        for layer in range(2):
+            for head in range(N_HEADS):
+                expected[index, layer, head] = kl_reference(base, hooked_run(model, ids, [(layer, head)], 1e-4)[0])
+    assert expected.max() > 1e-8  # the reference is not trivially zero
+    np.testing.assert_allclose(analyzer.kl.numpy(), expected, rtol=1e-3, atol=1e-9)
+    rows = {(r.layer, r.head, r.metric): r.value for r in analyzer.results()}
+    mean = expected.mean(0)
+    best = np.unravel_index(mean.argmax(), mean.shape)
+    assert rows[(int(best[0]), int(best[1]), "ships_rank")] == 1.0
+    top = np.argsort(-expected.reshape(3, -1), axis=1)[:, :2]  # each prompt's top 2 heads
+    share = np.zeros(8)
+    for row in top:
+        share[row] += 1 / 3
+    two = run_analyzer(backend, suite, sahara_steps=0, top_k=2)
+    shares = {(r.layer, r.head): r.value for r in two.results() if r.metric == "ships_top2_share"}
+    np.testing.assert_allclose([shares[(l, h)] for l in range(2) for h in range(N_HEADS)], share, atol=1e-12)
+
+
+def test_sahara_greedy_search_equals_brute_force(tiny_dir, tmp_path):
+    backend = load_backend(str(tiny_dir), quiet=True)
+    suite = write_suite(tmp_path / "suite", [p[1:] for p in PROMPTS])
+    analyzer = run_analyzer(backend, suite, sahara_steps=2, sahara_eps=1e-5, rows_per_pass=5)
+    model = hf_eager(tiny_dir)
+    prompts = [backend.tokenizer(words(p[1:]))["input_ids"] for p in PROMPTS]
+    heads = [(l, h) for l in range(2) for h in range(N_HEADS)]
+
+    def hidden(group):
+        return np.stack([hooked_run(model, ids, group, 1e-5)[1] for ids in prompts])
+
+    base = hidden([])
+    group, trace = [], []
+    for step in range(2):
+        angles = {head: angle_reference(base, hidden(group + [head])) for head in heads if head not in group}
+        if step == 0:
+            for (layer, head), angle in angles.items():
+                assert analyzer.single_angles[layer, head] == pytest.approx(angle, abs=1e-3)
+        best = max(angles, key=angles.get)
+        group.append(best)
+        trace.append(angles[best])
+    assert analyzer.sahara_group == group
+    np.testing.assert_allclose(analyzer.sahara_trace, trace, atol=1e-3)
+    rows = {(r.layer, r.head, r.metric): r.value for r in analyzer.results()}
+    assert rows[(*group[0], "sahara_member")] == 1.0 and rows[(*group[1], "sahara_member")] == 2.0
+    assert rows[(-1, -1, "sahara_angle_step2")] == pytest.approx(trace[1], abs=1e-3)
+
+
+def test_sahara_reuses_the_ships_pass_when_eps_agree(tiny_dir, tmp_path):
+    backend = load_backend(str(tiny_dir), quiet=True)
+    suite = write_suite(tmp_path / "suite", [p[1:] for p in PROMPTS])
+    reused = run_analyzer(backend, suite, sahara_steps=1, sahara_eps=1e-4, eps=1e-4)
+    fresh = run_analyzer(backend, suite, sahara_steps=1, sahara_eps=1e-4, eps=1e-4 * (1 + 1e-12))  # forces a new pass
+    torch.testing.assert_close(reused.single_angles, fresh.single_angles, atol=1e-4, rtol=0)
+
+
+def test_planted_refusal_head_gets_the_top_ships_score(planted_dir, tmp_path):
+    prompts = [harmful_prompt(seed) for seed in range(4)]
+    model = hf_eager(planted_dir)
+    for ids in prompts:  # the planted mechanism, checked independently of any headscope code
+        base, _ = hooked_run(model, ids, [], 1e-4)
+        ablated, _ = hooked_run(model, ids, [PLANTED_HEAD], 1e-4)
+        assert base.argmax() == REFUSAL and ablated.argmax() == ANSWER
+    suite = write_suite(tmp_path / "suite", [p[1:] for p in prompts])
+    atlas = headscope.scan(str(planted_dir), "safety", params={"safety": {
+        "source": suite, "prompt_style": "plain", "n_samples": 0, "sahara_steps": 1}}, progress=False)
+    top = atlas.top("ships_score", k=2)
+    assert (int(top.iloc[0]["layer"]), int(top.iloc[0]["head"])) == PLANTED_HEAD
+    assert top.iloc[0]["value"] > 10 * top.iloc[1]["value"]
+    rank = atlas.to_frame().loc[PLANTED_HEAD, "ships_rank"]
+    assert float(rank) == 1.0
+
+
+def test_refusal_check_on_the_planted_head(planted_dir, tmp_path, monkeypatch):
+    """Ablating the planted head stops the "refusal" (first token t20); random heads leave it."""
+    import headscope.circuits.safety_check as check
+
+    monkeypatch.setattr(check, "refusal_rate", lambda texts: sum(t.split()[:1] == ["t20"] for t in texts) / len(texts))
+    prompts = [harmful_prompt(seed) for seed in range(6)]
+    suite = write_suite(tmp_path / "suite", [p[1:] for p in prompts[:3]], [p[1:] for p in prompts[3:]])
+    backend = load_backend(str(planted_dir), quiet=True)
+    analyzer = run_analyzer(backend, suite, sahara_steps=0, check_top_k=1, check_random_sets=2, check_max_new_tokens=2)
+    result = analyzer.check
+    assert result.top_heads == [PLANTED_HEAD]
+    assert result.intact == 1.0 and result.top == 0.0 and result.random == [1.0, 1.0]
+    rows = {r.metric: r.value for r in analyzer.results() if r.layer == -1}
+    assert rows["refusal_rate_ablate_top1"] == 0.0 and rows["refusal_rate_intact"] == 1.0
+
+
+def test_bad_parameters_say_how_to_fix(tiny_dir, tmp_path):
+    backend = load_backend(str(tiny_dir), quiet=True)
+    suite = write_suite(tmp_path / "suite", [PROMPTS[0][1:]])
+    with pytest.raises(HeadscopeError, match="at least 2 harmful"):
+        run_analyzer(backend, suite)
+    with pytest.raises(HeadscopeError, match="unknown split"):
+        run_analyzer(backend, suite, split="test")
+    with pytest.raises(HeadscopeError, match="positive"):
+        run_analyzer(backend, suite, eps=0.0)
