@@ -52,6 +52,7 @@ class SafetyParams:
     sahara_eps: float = 1e-5  # Sahara's query scale (official attribution.py)
     sahara_candidates: int = 0  # 0: every head at every step (official); k: only the k top Ships heads
     rows_per_pass: int = 64  # ablated copies of one prompt per forward pass (memory ~ rows x prompt length)
+    reuse_prefix: bool = True  # start each pass at its first ablated layer from the intact residual stream
     check_top_k: int = 0  # > 0: ablate the top-k Ships heads, and k random heads, on held-out harmful requests
     check_random_sets: int = 3
     check_n_samples: int = 0  # held-out harmful requests in the check (0: all)
@@ -149,14 +150,22 @@ class SafetyHeadAnalyzer(Analyzer):
 
     def _ablated_passes(self, backend: Backend, prompt: list[int], head_sets: list[list[Head]], ablation: Any,
                         bar: tqdm):
-        """Yield (first set index, logits [rows, vocab], hidden [rows, d_model]) of `prompt` under each head set."""
+        """Yield (first set index, logits [rows, vocab], hidden [rows, d_model]) of `prompt` under each head set.
+
+        Sets go in order (by layer), `rows_per_pass` at a time; with `reuse_prefix` a pass starts at the first
+        layer any of its sets ablates, from the intact residual stream there (layers below are unchanged by it).
+        """
         from headscope.circuits.ablation import row_ablations
 
         step = self.params.rows_per_pass
+        resid = _intact_resid(backend, prompt) if self.params.reuse_prefix else None
         for start in range(0, len(head_sets), step):
             sets = head_sets[start : start + step]
+            batch = _copies(prompt, len(sets))
+            first = min((layer for heads in sets for layer, _ in heads), default=0) if all(sets) else 0
+            kwargs = {"start_layer": first, "resid": resid[first].expand(len(sets), -1, -1)} if resid is not None and first else {}
             with backend.intervene(*row_ablations(ablation, sets, backend.spec, phases=("forward",))):
-                out = backend.last_token(_copies(prompt, len(sets)))
+                out = backend.last_token(batch, **kwargs)
             bar.update(len(sets))
             yield start, out.logits.cpu(), out.hidden.cpu()
 
@@ -267,6 +276,18 @@ class SafetyHeadAnalyzer(Analyzer):
         if self.check is not None:
             out["check"] = self.check.as_dict()
         return out
+
+
+def _intact_resid(backend: Backend, prompt: list[int]) -> torch.Tensor:
+    """[layer, 1, pos, d_model]: the residual stream entering every layer of the intact model on `prompt`."""
+    spec = backend.spec
+    resid = torch.zeros(spec.n_layers, 1, len(prompt), spec.d_model)
+
+    def keep(acts: LayerActivations) -> None:
+        resid[acts.layer] = acts.resid_pre.cpu()
+
+    backend.run(_copies(prompt, 1), Needs(resid_pre=True), keep)
+    return resid
 
 
 def _copies(prompt: list[int], n: int) -> ProbeBatch:

@@ -12,6 +12,7 @@ from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 from headscope.engine.weights import ModelWeights
+from headscope.errors import HeadscopeError
 
 LayerCallback = Callable[[LayerActivations], None]
 
@@ -39,6 +40,18 @@ class LastTokenOutput:
     hidden: torch.Tensor
 
 
+def check_resume_inputs(batch: ProbeBatch, start_layer: int, resid: torch.Tensor | None, n_layers: int) -> None:
+    """What `last_token(start_layer=...)` requires, checked the same way in every backend."""
+    if start_layer == 0:
+        return
+    if not 0 < start_layer < n_layers:
+        raise HeadscopeError(f"start_layer {start_layer} is outside 1..{n_layers - 1}")
+    if resid is None or tuple(resid.shape[:2]) != tuple(batch.input_ids.shape):
+        raise HeadscopeError("start_layer needs resid [batch, pos, d_model] matching the batch: pass the intact resid_pre")
+    if not bool(batch.attention_mask.bool().all()):
+        raise HeadscopeError("start_layer needs an unpadded batch: run equal-length rows (e.g. copies of one prompt)")
+
+
 def last_real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """[batch] index of each row's last real token, for left or right padding."""
     return attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)
@@ -62,10 +75,13 @@ class Backend(Protocol):
         """
         ...
 
-    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+    def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> LastTokenOutput:
         """One forward pass that returns only the last real token's logits and final hidden state.
 
-        Active interventions (phase "forward") apply; no per-layer tensors are recorded.
+        Active interventions (phase "forward") apply; no per-layer tensors are recorded. With `start_layer` > 0
+        the layers before it are skipped and `resid` [batch, pos, d_model] (the residual stream entering
+        `start_layer`, e.g. from an intact run) is fed in: ablations that start at layer L re-use the intact
+        prefix of the network instead of recomputing it. Needs an unpadded batch.
         """
         ...
 

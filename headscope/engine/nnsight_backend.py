@@ -42,6 +42,7 @@ from headscope.engine.backend import (
     DecodeResult,
     LastTokenOutput,
     LayerCallback,
+    check_resume_inputs,
     last_real_positions,
     pad_to_keys,
     select_rows,
@@ -171,13 +172,45 @@ class NNsightBackend:
         with torch.inference_mode(), self._in_phase("forward"):
             return self._trace(encoding, needs, on_layer, rows, step=None)
 
-    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+    def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> LastTokenOutput:
         """Logits and final hidden state at each row's last real token (an untraced Hugging Face forward).
 
         A pre-hook on the unembedding keeps only the last rows, so the [batch, pos, vocab] logits are never made.
+        `start_layer` > 0: the decoder layers before it are swapped for pass-throughs and `resid` is fed into it.
         """
         if self.remote:
             raise HeadscopeError("last-token passes are not available with --remote: run the analyzer locally")
+        check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
+        if start_layer:
+            with self._skipping_layers(start_layer, resid):
+                return self._last_token(batch)
+        return self._last_token(batch)
+
+    @contextlib.contextmanager
+    def _skipping_layers(self, start_layer: int, resid: torch.Tensor) -> Iterator[None]:
+        """Layers before `start_layer` become pass-throughs (indices kept: models look up per-layer settings by
+        index); layer `start_layer` receives `resid` as its hidden states. Restored on exit."""
+        hf_model = self.model._module
+        list_path, _, _ = self.sites[0].layer_path.rpartition(".")
+        parent_path, _, attribute = list_path.rpartition(".")
+        parent = hf_model.get_submodule(parent_path) if parent_path else hf_model
+        original = getattr(parent, attribute)
+        fed = resid.to(self.device, self.dtype)
+
+        def feed(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if args:
+                return (fed, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": fed}
+
+        handle = original[start_layer].register_forward_pre_hook(feed, with_kwargs=True)
+        setattr(parent, attribute, torch.nn.ModuleList([_PassThrough() for _ in range(start_layer)] + list(original)[start_layer:]))
+        try:
+            yield
+        finally:
+            setattr(parent, attribute, original)
+            handle.remove()
+
+    def _last_token(self, batch: ProbeBatch) -> LastTokenOutput:
         hf_model = self.model._module
         encoding = self._encoding(batch.input_ids, batch.attention_mask)
         last = last_real_positions(batch.attention_mask).to(self.device)
@@ -368,6 +401,13 @@ class NNsightBackend:
                 f"'{self.attn_implementation}' (sdpa/flash attention return no weights): load it with "
                 "attn_implementation='eager'"
             )
+
+
+class _PassThrough(torch.nn.Module):
+    """Stands in for a skipped decoder layer: hands its hidden states on unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
 
 
 def remote_trace(

@@ -20,6 +20,7 @@ from headscope.engine.backend import (
     DecodeResult,
     LastTokenOutput,
     LayerCallback,
+    check_resume_inputs,
     last_real_positions,
     pad_to_keys,
     select_rows,
@@ -200,8 +201,12 @@ class TransformerLensBackend:
             )
         return logits.float() if needs.logits else None
 
-    def last_token(self, batch: ProbeBatch) -> LastTokenOutput:
-        """Logits and final hidden state at each row's last real token; the unembedding sees only those rows."""
+    def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> LastTokenOutput:
+        """Logits and final hidden state at each row's last real token; the unembedding sees only those rows.
+
+        `start_layer` > 0 feeds `resid` into that block (the bridge's `start_at_layer`), skipping the ones before.
+        """
+        check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
         last = last_real_positions(batch.attention_mask).to(self.device)
         captured: dict[str, torch.Tensor] = {}
 
@@ -212,12 +217,16 @@ class TransformerLensBackend:
 
         hooks = self._intervention_hooks("forward") + [("unembed.hook_in", keep_last)]
         with torch.inference_mode():
-            logits = self.bridge.run_with_hooks(
-                batch.input_ids.to(self.device),
-                attention_mask=batch.attention_mask.to(self.device),
-                fwd_hooks=hooks,
-                return_type="logits",
-            )
+            if start_layer:
+                logits = self.bridge.run_with_hooks(resid.to(self.device, self.dtype), start_at_layer=start_layer,
+                                                    fwd_hooks=hooks, return_type="logits")
+            else:
+                logits = self.bridge.run_with_hooks(
+                    batch.input_ids.to(self.device),
+                    attention_mask=batch.attention_mask.to(self.device),
+                    fwd_hooks=hooks,
+                    return_type="logits",
+                )
         return LastTokenOutput(logits[:, -1].float(), captured["hidden"])
 
     def decode(

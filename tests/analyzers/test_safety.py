@@ -95,11 +95,12 @@ def run_analyzer(backend, suite: str, **params) -> SafetyHeadAnalyzer:
     return analyzer
 
 
-@pytest.mark.parametrize("backend_name", ["transformer-lens", "nnsight"])
-def test_ships_equals_one_hooked_forward_per_head_and_prompt(tiny_dir, tmp_path, backend_name):
+@pytest.mark.parametrize(("backend_name", "reuse_prefix"),
+                         [("transformer-lens", True), ("nnsight", True), ("transformer-lens", False)])
+def test_ships_equals_one_hooked_forward_per_head_and_prompt(tiny_dir, tmp_path, backend_name, reuse_prefix):
     backend = load_backend(str(tiny_dir), backend=backend_name, quiet=True)
     suite = write_suite(tmp_path / "suite", [p[1:] for p in PROMPTS])
-    analyzer = run_analyzer(backend, suite, sahara_steps=0, rows_per_pass=3)
+    analyzer = run_analyzer(backend, suite, sahara_steps=0, rows_per_pass=3, reuse_prefix=reuse_prefix)
     model = hf_eager(tiny_dir)
     prompts = [backend.tokenizer(words(p[1:]))["input_ids"] for p in PROMPTS]
     expected = np.zeros((len(prompts), 2, N_HEADS))

@@ -8,7 +8,7 @@ from reference import hf_eager, hf_o_proj_inputs
 from tiny_models import build_tiny_model
 
 from headscope.circuits.ablation import HeadAblation, ablate_heads, head_output_means, row_ablations
-from headscope.engine import load_backend, pad_sequences
+from headscope.engine import Needs, load_backend, pad_sequences
 from headscope.errors import HeadscopeError
 
 BACKENDS = ("transformer-lens", "nnsight")
@@ -148,3 +148,21 @@ def test_bad_ablations_say_how_to_fix(backends):
         HeadAblation("mean")
     with pytest.raises(HeadscopeError, match="use one of"):
         HeadAblation("shuffle")
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_last_token_from_a_later_layer_equals_the_full_pass(backends, kind, name):
+    """Feeding the intact resid_pre of layer 1 and skipping layer 0 changes nothing, ablation included."""
+    backend = backends[(kind, name)]
+    batch = _batch([PROMPTS[0]] * 2)
+    resid = {}
+    backend.run(batch, Needs(resid_pre=True), lambda acts: resid.__setitem__(acts.layer, acts.resid_pre))
+    with ablate_heads(backend, [(1, 2)]):
+        full = backend.last_token(batch)
+        resumed = backend.last_token(batch, start_layer=1, resid=resid[1])
+    torch.testing.assert_close(resumed.logits, full.logits, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(resumed.hidden, full.hidden, atol=1e-6, rtol=1e-6)
+    assert torch.equal(backend.last_token(batch).logits, backend.last_token(batch).logits)  # layers restored
+    with pytest.raises(HeadscopeError, match="unpadded"):
+        backend.last_token(_batch([PROMPTS[0], PROMPTS[0][:4]]), start_layer=1, resid=torch.zeros(2, 7, resid[1].shape[-1]))
