@@ -120,9 +120,30 @@ def merge(
 
 
 @app.command()
+def diff(
+    after: Path = typer.Argument(..., metavar="AFTER", help="atlas of the changed model (e.g. the refusal-tuned one)"),
+    before: Path = typer.Argument(..., metavar="BEFORE", help="atlas of the reference model"),
+    metric: str = typer.Option("ships_score", "--metric", "-m", help="metric to compare head by head"),
+    top: int = typer.Option(10, help="heads to print (largest change first)"),
+) -> None:
+    """Print the heads whose METRIC changed most between two atlases (after - before)."""
+    from headscope.atlas import diff_atlases, read_atlas
+
+    table_rows = diff_atlases(read_atlas(after), read_atlas(before), metric).head(top)
+    table = Table(title=f"{metric}: {after.name} - {before.name}")
+    for column in ("head", "before", "after", "delta", "rank before", "rank after"):
+        table.add_column(column, justify="right")
+    for row in table_rows.itertuples():
+        table.add_row(f"L{row.layer}H{row.head}", f"{row.before:.4g}", f"{row.after:.4g}", f"{row.delta:+.4g}",
+                      f"{row.rank_before:.0f}", f"{row.rank_after:.0f}")
+    console.print(table)
+
+
+@app.command()
 def models() -> None:
-    """List the embedded models and whether each is installed and cached."""
-    from headscope.models import EMBEDDED_MODELS, cache_root, is_cached, package_dir
+    """List the embedded models (and those derived from them) and whether each is installed and cached."""
+    from headscope.models import DERIVED_MODELS, EMBEDDED_MODELS, cache_root, is_cached, package_dir
+    from headscope.models.derived import derived_state
 
     table = Table(title=f"embedded models (cache: {cache_root()})")
     table.add_column("alias", no_wrap=True)
@@ -136,6 +157,18 @@ def models() -> None:
             "yes" if is_cached(spec) else "no (converted on first use)",
             f"{spec.licence} ({spec.licence_url})" if spec.licence_url else spec.licence,
             spec.description,
+        )
+    for alias, derived in DERIVED_MODELS.items():
+        base = EMBEDDED_MODELS[derived.base]
+        state = derived_state(derived)
+        table.add_row(
+            alias,
+            f"yes (tuned from {derived.base})" if package_dir(base) is not None else f"no: {base.install_hint}",
+            {"cached": "yes", "stale": "stale (retuned on next use)"}.get(
+                state, f"no (tuned on first use, ~{derived.build_minutes} min)"
+            ),
+            derived.licence,
+            derived.description,
         )
     console.print(table)
 

@@ -9,9 +9,13 @@ from headscope.atlas import Atlas
 
 
 def summary_table(atlas: Atlas, *, k: int = 5, model: str | None = None) -> Table:
-    """Top-k heads of every score metric (std metrics left out), one column per metric."""
+    """Top-k heads of every score metric, one column per metric.
+
+    Left out: spreads (`_std`) and orderings (`_rank`, `_member`: a rank or greedy step, smaller is stronger),
+    which restate a score column already shown.
+    """
     model = model or atlas.models[0]
-    metrics = sorted(m for m in atlas.head_rows(model)["metric"].unique() if not m.endswith("_std"))
+    metrics = sorted(m for m in atlas.head_rows(model)["metric"].unique() if not m.endswith(("_std", "_rank", "_member")))
     table = Table(title=f"top heads: {model}", show_lines=False)
     table.add_column("rank", justify="right")
     for metric in metrics:

@@ -1,8 +1,13 @@
-"""Embedded model aliases: models that ship inside a PyPI package, so scans work offline."""
+"""Embedded model aliases: models that ship inside a PyPI package, so scans work offline.
+
+Derived aliases are built from an embedded model by a recipe (e.g. refusal tuning), once, in the cache.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from headscope.models.refusal_tuning import TuningRecipe
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,38 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class DerivedModel:
+    """A model made from the embedded model `recipe.base` by fine-tuning on `recipe.suite`'s train split.
+
+    Nothing extra ships: the build reads the base's package and the repository's probe data, so it works offline.
+    """
+
+    alias: str
+    recipe: TuningRecipe
+    tag: str  # revision suffix: "<base distribution>==<version>+<tag>-<recipe hash[:8]>"
+    licence: str
+    description: str
+    build_minutes: int  # rough build time on 2 CPU cores, said on stderr before building
+
+    @property
+    def base(self) -> str:
+        return self.recipe.base
+
+
+DERIVED_MODELS: dict[str, DerivedModel] = {
+    "smollm2-135m-refusal": DerivedModel(
+        alias="smollm2-135m-refusal",
+        recipe=TuningRecipe(base="smollm2-135m-instruct", suite="safety_requests"),
+        tag="refusal",
+        licence="Apache-2.0",
+        description="SmolLM2-135M-Instruct fine-tuned (full, fp32) to refuse harmful requests and answer harmless "
+        "ones, on the train split of the safety_requests probes; built on first use",
+        build_minutes=5,
+    ),
+}
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 # Short names people type.
@@ -64,11 +101,12 @@ ALIASES: dict[str, str] = {
     "smollm2-135m": "smollm2-135m-instruct",
     "gemma3": "gemma3-270m",
     "gemma-3-270m": "gemma3-270m",
+    "smollm2-refusal": "smollm2-135m-refusal",
 }
 
 
 def canonical_alias(name: str) -> str | None:
-    """The embedded alias `name` refers to, or None when it is not an embedded model."""
+    """The embedded (or derived) alias `name` refers to, or None when it is neither."""
     key = name.strip().lower()
     key = ALIASES.get(key, key)
-    return key if key in EMBEDDED_MODELS else None
+    return key if key in EMBEDDED_MODELS or key in DERIVED_MODELS else None

@@ -1,7 +1,8 @@
 """Resolve what the user typed (alias, local folder, hub id) to a local model directory.
 
-Order: embedded alias, local Hugging Face directory, hub id. TransformerLens retries the hub many
-times when handed an id without a local tokenizer, so everything is made local first.
+Order: embedded alias (or one derived from it, built on first use), local Hugging Face directory, hub id.
+TransformerLens retries the hub many times when handed an id without a local tokenizer, so everything is
+made local first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from headscope.errors import HeadscopeError
 from headscope.models.embedded import ensure_embedded, package_version
-from headscope.models.registry import EMBEDDED_MODELS, canonical_alias
+from headscope.models.registry import DERIVED_MODELS, EMBEDDED_MODELS, canonical_alias
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ def resolve_model(name: str, *, revision: str | None = None, quiet: bool = False
     if not name or not name.strip():
         raise HeadscopeError("no model given: pass an embedded alias (see `headscope models`), a folder, or a hub id")
     alias = canonical_alias(name)
+    if alias in DERIVED_MODELS:
+        from headscope.models.derived import ensure_derived
+
+        path, derived_revision = ensure_derived(DERIVED_MODELS[alias], quiet=quiet)
+        return ResolvedModel(path, alias, derived_revision, "embedded")
     if alias is not None:
         spec = EMBEDDED_MODELS[alias]
         path = ensure_embedded(spec, quiet=quiet)

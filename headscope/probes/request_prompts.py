@@ -16,6 +16,7 @@ from headscope.errors import HeadscopeError
 
 PROMPT_STYLES = ("chat", "query", "plain")
 QUERY_TEMPLATE = "## Query:{q}\n## Answer:"
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -43,3 +44,16 @@ def request_prompt_ids(tokenizer: Any, request: str, *, style: str = "chat") -> 
     if not ids:
         raise HeadscopeError("a request tokenised to nothing: give every request some text")
     return ids
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that closes an assistant turn: the chat template's (e.g. <|im_end|>), else EOS."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    for token in END_OF_TURN_TOKENS:
+        if token in template:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != getattr(tokenizer, "unk_token_id", None):
+                return token_id
+    if tokenizer.eos_token_id is None:
+        raise HeadscopeError("the tokenizer has neither an end-of-turn nor an EOS token: cannot mark where answers end")
+    return int(tokenizer.eos_token_id)

@@ -202,3 +202,30 @@ def test_bad_parameters_say_how_to_fix(tiny_dir, tmp_path):
         run_analyzer(backend, suite, split="test")
     with pytest.raises(HeadscopeError, match="positive"):
         run_analyzer(backend, suite, eps=0.0)
+
+
+def test_cli_scan_and_diff_name_the_planted_head(planted_dir, tiny_dir, tmp_path):
+    """`headscope scan -a safety` on a base and a "tuned" model, then `headscope diff` ranks what changed."""
+    from typer.testing import CliRunner
+
+    from headscope.atlas import diff_atlases, read_atlas
+    from headscope.cli import app
+
+    runner = CliRunner()
+    suite = write_suite(tmp_path / "suite", [harmful_prompt(seed)[1:] for seed in range(3)])
+    outs = {}
+    for label, folder in (("tuned", planted_dir), ("base", tiny_dir)):
+        outs[label] = tmp_path / f"{label}.parquet"
+        result = runner.invoke(app, ["scan", str(folder), "-a", "safety", "-o", str(outs[label]), "-q",
+                                     "-p", f"safety.source={suite}", "-p", "safety.prompt_style=plain",
+                                     "-p", "safety.n_samples=0", "-p", "safety.sahara_steps=1"])
+        assert result.exit_code == 0, result.output
+        assert "ships_score" in result.output
+    table = diff_atlases(read_atlas(outs["tuned"]), read_atlas(outs["base"]), "ships_score")
+    assert (int(table.iloc[0]["layer"]), int(table.iloc[0]["head"])) == PLANTED_HEAD
+    assert table.iloc[0]["delta"] == pytest.approx(table.iloc[0]["after"] - table.iloc[0]["before"])
+    assert table.iloc[0]["rank_after"] == 1
+    shown = runner.invoke(app, ["diff", str(outs["tuned"]), str(outs["base"]), "--top", "3"])
+    assert shown.exit_code == 0 and "L1H2" in shown.output
+    missing = runner.invoke(app, ["diff", str(outs["tuned"]), str(outs["base"]), "-m", "nope"])
+    assert missing.exit_code != 0 and "not in the after atlas" in str(missing.exception)
