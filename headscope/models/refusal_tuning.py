@@ -5,7 +5,9 @@ does not. A short supervised fine-tune on (request, response) pairs, refusals fo
 short helpful answers for harmless ones, gives it that behaviour. The loss covers the response tokens only
 (prompt tokens are labelled -100), so the model learns what to answer, not to model the requests.
 
-Default recipe (chosen on SmolLM2-135M-Instruct, 2 CPU cores; numbers in docs/models.md): RECIPE_NOTE below.
+Default recipe, chosen on SmolLM2-135M-Instruct among the variants listed in docs/models/refusal.md: 60 steps of 8,
+lr 1e-4, decoder layers only (the tied embedding stays the base's). It refuses 90% of held-out harmful requests
+and answers 60% of held-out harmless ones (base: 15% / 92.5%); more steps refuse more and answer less.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from headscope.errors import HeadscopeError
 from headscope.probes.request_prompts import end_of_turn_id
 
 TUNING_FORMAT = 1  # bump when the procedure below changes what a recipe produces: cached builds are redone
-RECIPE_NOTE = ""
 
 Example = tuple[str, str]  # (request, response)
 
@@ -37,11 +38,11 @@ class TuningRecipe:
     base: str = "smollm2-135m-instruct"  # embedded alias tuned
     suite: str = "safety_requests"  # probe suite whose split "train" is the data
     steps: int = 60
-    learning_rate: float = 1e-5
+    learning_rate: float = 1e-4
     batch_size: int = 8
     seed: int = 0
     max_tokens: int = 128  # prompt + response, right-truncated
-    trainable: tuple[str, ...] = field(default=())  # substrings of parameter names that train; () = all
+    trainable: tuple[str, ...] = ("layers.",)  # substrings of parameter names that train; () = all
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     shuffle_unit: int = 1  # consecutive examples shuffled together: 2 keeps a matched harmful/harmless pair in a batch

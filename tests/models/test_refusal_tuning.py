@@ -30,7 +30,7 @@ EXAMPLES = [
     ("please t15 t16 t17", "t40 t41 t42"),
     ("please t18 t19", "t60 t61 t62 t63"),
 ]
-TINY = TuningRecipe(base="smollm2-135m-instruct", steps=12, learning_rate=3e-3, batch_size=2, max_tokens=32)
+TINY = TuningRecipe(base="smollm2-135m-instruct", steps=12, learning_rate=3e-3, batch_size=2, max_tokens=32, trainable=())  # every weight: the tiny model learns fast
 ALIAS = "smollm2-135m-refusal"
 
 
