@@ -102,6 +102,7 @@ class SafetyHeadAnalyzer(Analyzer):
         self.single_angles: torch.Tensor | None = None  # [layer, head]
         self.check: Any = None
         self.samples: list[dict[str, Any]] = []
+        self._resid: dict[tuple[int, ...], torch.Tensor] = {}  # intact resid_pre per prompt, shared by all passes
 
     def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
         raise HeadscopeError("the safety analyzer ablates heads by itself: run it through headscope.scan")
@@ -158,7 +159,7 @@ class SafetyHeadAnalyzer(Analyzer):
         from headscope.circuits.ablation import row_ablations
 
         step = self.params.rows_per_pass
-        resid = _intact_resid(backend, prompt) if self.params.reuse_prefix else None
+        resid = self._intact_resid(backend, prompt) if self.params.reuse_prefix else None
         for start in range(0, len(head_sets), step):
             sets = head_sets[start : start + step]
             batch = _copies(prompt, len(sets))
@@ -168,6 +169,21 @@ class SafetyHeadAnalyzer(Analyzer):
                 out = backend.last_token(batch, **kwargs)
             bar.update(len(sets))
             yield start, out.logits.cpu(), out.hidden.cpu()
+
+    def _intact_resid(self, backend: Backend, prompt: list[int]) -> torch.Tensor:
+        """[layer, 1, pos, d_model]: the residual stream entering every layer of the intact model on `prompt`
+        (computed once per prompt: Ships and every Sahara step start their passes from it)."""
+        key = tuple(prompt)
+        if key not in self._resid:
+            spec = backend.spec
+            resid = torch.zeros(spec.n_layers, 1, len(prompt), spec.d_model)
+
+            def keep(acts: LayerActivations) -> None:
+                resid[acts.layer] = acts.resid_pre.cpu()
+
+            backend.run(_copies(prompt, 1), Needs(resid_pre=True), keep)
+            self._resid[key] = resid
+        return self._resid[key]
 
     def mean_ships(self) -> torch.Tensor:
         return self.kl.mean(0)
@@ -276,18 +292,6 @@ class SafetyHeadAnalyzer(Analyzer):
         if self.check is not None:
             out["check"] = self.check.as_dict()
         return out
-
-
-def _intact_resid(backend: Backend, prompt: list[int]) -> torch.Tensor:
-    """[layer, 1, pos, d_model]: the residual stream entering every layer of the intact model on `prompt`."""
-    spec = backend.spec
-    resid = torch.zeros(spec.n_layers, 1, len(prompt), spec.d_model)
-
-    def keep(acts: LayerActivations) -> None:
-        resid[acts.layer] = acts.resid_pre.cpu()
-
-    backend.run(_copies(prompt, 1), Needs(resid_pre=True), keep)
-    return resid
 
 
 def _copies(prompt: list[int], n: int) -> ProbeBatch:

@@ -28,9 +28,9 @@ def diff_atlases(
         if rows.duplicated(["layer", "head"]).any():
             raise HeadscopeError(f"the {label} atlas holds '{metric}' from several scans of one model: split it first")
         frames.append(rows.set_index(["layer", "head"])["value"].rename(label))
-    joined = pd.concat(frames, axis=1)
-    if joined.isna().any(axis=None) and len(frames[0]) != len(frames[1]):
+    if set(frames[0].index) != set(frames[1].index):
         raise HeadscopeError("the two atlases have different heads: diff atlases of models with the same shape")
+    joined = pd.concat(frames, axis=1)
     joined["delta"] = joined["after"] - joined["before"]
     joined["rank_after"] = joined["after"].rank(ascending=False, method="min")
     joined["rank_before"] = joined["before"].rank(ascending=False, method="min")

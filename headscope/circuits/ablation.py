@@ -14,6 +14,7 @@ instead of one pass per (head, prompt).
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, Sequence
 
@@ -122,3 +123,14 @@ def head_output_means(backend: Backend, batches: Iterable[ProbeBatch]) -> torch.
     if count == 0:
         raise HeadscopeError("head means need at least one real token: pass non-empty prompts")
     return (total / count).float()
+
+
+def random_head_sets(n_layers: int, n_heads: int, k: int, n_sets: int, *, seed: int, exclude: Iterable[Head]) -> list[list[Head]]:
+    """`n_sets` sets of `k` heads drawn (seeded) from the heads outside `exclude`: the random baseline of a
+    causal check (the same draw for the same arguments)."""
+    excluded = set(exclude)
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
+    if len(pool) < k:
+        raise HeadscopeError(f"only {len(pool)} heads lie outside the excluded {len(excluded)}: ask for fewer heads")
+    rng = random.Random(seed)
+    return [sorted(rng.sample(pool, k)) for _ in range(n_sets)]

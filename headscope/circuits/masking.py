@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from headscope.circuits.ablation import check_heads
 from headscope.engine import Backend, Intervention
 from headscope.engine.intervention import PHASES
 from headscope.errors import HeadscopeError
@@ -48,10 +49,6 @@ def mask_heads(
     backend: Backend, heads: Iterable[tuple[int, int]], *, mode: str = "uniform", phases: Iterable[str] = PHASES
 ) -> Iterator[None]:
     """Inside the block every run/decode of `backend` has `heads` masked; on exit the model is exactly as before."""
-    heads = list(heads)
-    spec = backend.spec
-    bad = [(l, h) for l, h in heads if not (0 <= l < spec.n_layers and 0 <= h < spec.n_heads)]
-    if bad:
-        raise HeadscopeError(f"heads {bad} do not exist in a {spec.n_layers}x{spec.n_heads} model: fix the head list")
+    heads = check_heads(backend.spec, heads)
     with backend.intervene(*head_mask_interventions(heads, mode=mode, phases=phases)):
         yield

@@ -8,12 +8,12 @@ are drawn from outside the top `exclude_top` retrieval heads (100 there).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
+from headscope.circuits.ablation import random_head_sets
 from headscope.circuits.masking import mask_heads
 from headscope.engine import Backend, Needs
 from headscope.probes import TokenSuite
@@ -87,11 +87,9 @@ def retrieval_masking_check(
     ranked = [(l, h) for s, l, h in ranked if s == s]  # drop NaN
     top = ranked[:k]
     excluded = set(ranked[: max(exclude_top, k)])
-    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
-    if len(pool) < k:
-        pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in set(top)]
-    rng = random.Random(seed)
-    random_heads = [sorted(rng.sample(pool, k)) for _ in range(random_sets)]
+    if n_layers * n_heads - len(excluded) < k:  # too few heads outside the top: exclude only the masked ones
+        excluded = set(top)
+    random_heads = random_head_sets(n_layers, n_heads, k, random_sets, seed=seed, exclude=excluded)
 
     unmasked = needle_accuracy(backend, suite, **decode_kwargs)[:2]
     with mask_heads(backend, top, mode=mode, phases=phases):

@@ -8,13 +8,12 @@ every position and every decoding step.
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from headscope.circuits.ablation import HeadAblation, ablate_heads
+from headscope.circuits.ablation import HeadAblation, ablate_heads, random_head_sets
 from headscope.circuits.refusal import generate_responses
-from headscope.engine import Backend, ModelSpec
+from headscope.engine import Backend
 from headscope.errors import HeadscopeError
 from headscope.probes.safety import refusal_rate
 
@@ -48,16 +47,6 @@ class RefusalCheck:
         return out
 
 
-def random_head_sets(spec: ModelSpec, k: int, n_sets: int, *, seed: int, exclude: Sequence[Head]) -> list[list[Head]]:
-    """`n_sets` sets of `k` heads drawn (seeded) from the heads outside `exclude`."""
-    excluded = set(exclude)
-    pool = [(l, h) for l in range(spec.n_layers) for h in range(spec.n_heads) if (l, h) not in excluded]
-    if len(pool) < k:
-        raise HeadscopeError(f"only {len(pool)} heads lie outside the excluded {len(excluded)}: lower check_top_k")
-    rng = random.Random(seed)
-    return [sorted(rng.sample(pool, k)) for _ in range(n_sets)]
-
-
 def refusal_ablation_check(
     backend: Backend,
     requests: Sequence[str],
@@ -74,7 +63,7 @@ def refusal_ablation_check(
     if not requests:
         raise HeadscopeError("the refusal check needs at least one harmful request")
     k = len(top_heads)
-    random_heads = random_head_sets(backend.spec, k, random_sets, seed=seed, exclude=list(exclude) or list(top_heads))
+    random_heads = random_head_sets(backend.spec.n_layers, backend.spec.n_heads, k, random_sets, seed=seed, exclude=list(exclude) or list(top_heads))
 
     def rate(heads: Sequence[Head], label: str, responses: dict[str, list[str]]) -> float:
         with ablate_heads(backend, heads, ablation):
