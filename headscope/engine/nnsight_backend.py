@@ -47,6 +47,7 @@ from headscope.engine.backend import (
     pad_to_keys,
     select_rows,
 )
+from headscope.engine import hf_cache
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.hf_interventions import hooked_interventions, query_norm_is_heads_first
 from headscope.engine.intervention import Intervention
@@ -336,11 +337,9 @@ class NNsightBackend:
         if prefill_chunk < 1:
             raise HeadscopeError("prefill_chunk must be at least 1 token")
         self._check_pattern(needs)
-        from transformers import DynamicCache
-
         hf_model = self.model._module
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
-        cache = DynamicCache(config=hf_model.config)
+        cache = hf_cache.new_cache(hf_model.config)
         stops = set(int(t) for t in stop_token_ids)
         generated: list[int] = []
         step_logits: list[torch.Tensor] = []
@@ -348,21 +347,23 @@ class NNsightBackend:
         with torch.inference_mode():
             with self._in_phase("prefill"):
                 for start in range(0, ids.shape[1] - 1, prefill_chunk):
-                    hf_model(input_ids=ids[:, start : min(start + prefill_chunk, ids.shape[1] - 1)],
-                             past_key_values=cache, use_cache=True)
+                    end = min(start + prefill_chunk, ids.shape[1] - 1)
+                    hf_model(input_ids=ids[:, start:end], **hf_cache.cache_kwargs(hf_model, cache))
+                    hf_cache.expect_cache_length(cache, end)
             current = ids[:, -1:]
             position = ids.shape[1] - 1
             for index in range(max_new_tokens):
-                encoding = {
+                encoding = {  # the mask spans the cached tokens too: nnsight would otherwise add one of width 1
                     "input_ids": current,
+                    "attention_mask": torch.ones(1, position + 1, dtype=torch.long, device=self.device),
                     "position_ids": torch.tensor([[position]], device=self.device),
-                    "past_key_values": cache,
-                    "use_cache": True,
+                    **hf_cache.cache_kwargs(hf_model, cache),
                 }
                 with self._in_phase("decode"):
                     logits = self._trace(
                         encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
                     )
+                hf_cache.expect_cache_length(cache, position + 1)
                 last = logits[0, -1].float()
                 step_logits.append(last)
                 choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])

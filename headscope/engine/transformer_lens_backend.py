@@ -25,6 +25,7 @@ from headscope.engine.backend import (
     pad_to_keys,
     select_rows,
 )
+from headscope.engine import hf_cache
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
@@ -62,6 +63,7 @@ class TransformerLensBackend:
                 "try `--backend nnsight`"
             ) from None
         self.bridge.eval()
+        hf_cache.alias_cache_for_bridge(self.bridge)
         self.tokenizer = self.bridge.tokenizer
         self.spec = _spec_from_bridge(self.bridge)
         hooks = self.bridge.hook_dict
@@ -269,7 +271,7 @@ class TransformerLensBackend:
             with self.bridge.hooks(fwd_hooks=hooks):
                 for index in range(max_new_tokens):
                     step[0] = index
-                    logits, cache = self.bridge(current, return_type="logits_and_cache", past_key_values=cache)
+                    logits = self._cached_forward(current, cache)
                     last = logits[0, -1].float()
                     step_logits.append(last)
                     choice = int(last.argmax()) if forced_tokens is None else int(forced_tokens[index])
@@ -285,19 +287,22 @@ class TransformerLensBackend:
         Returns the cache (and, with `return_logits`, the logits [1, pos, vocab] of every position).
         Interventions of phase "prefill" apply.
         """
-        cache = None
+        cache = hf_cache.new_cache(self.bridge.original_model.config)
         pieces: list[torch.Tensor] = []
         with torch.inference_mode(), self.bridge.hooks(fwd_hooks=self._intervention_hooks("prefill")):
             for start in range(0, ids.shape[1], chunk):
-                part = ids[:, start : start + chunk]
-                if cache is None:
-                    logits, cache = self.bridge(part, return_type="logits_and_cache")
-                else:
-                    logits, cache = self.bridge(part, return_type="logits_and_cache", past_key_values=cache)
+                logits = self._cached_forward(ids[:, start : start + chunk], cache)
                 if return_logits:
                     pieces.append(logits.float())
                 del logits
         return (cache, torch.cat(pieces, dim=1)) if return_logits else cache
+
+    def _cached_forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Logits of `ids` [1, pos] after the tokens in `cache`, which grows by `pos` (checked: see hf_cache)."""
+        before = hf_cache.cache_length(cache)
+        logits = self.bridge(ids, return_type="logits", **hf_cache.cache_kwargs(self.bridge.original_model, cache))
+        hf_cache.expect_cache_length(cache, before + ids.shape[1])
+        return logits
 
 
 def _spec_from_bridge(bridge: Any) -> ModelSpec:
