@@ -40,7 +40,7 @@ scan: install
 	$(BIN)/headscope scan smollm2-135m-instruct --out atlas.parquet
 
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The newest versions the ranges in pyproject.toml allow, in a fresh venv, running the whole suite. torch stays
 # at the lock's CPU build (a newer torch is a different download, not an API drift this check is for).
@@ -55,7 +55,7 @@ test-latest: browser
 	@$(LATEST)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > $(LATEST)/versions.txt
 	@echo "newest allowed versions that differ from $(LOCK):"; \
 		grep -vxF -f $(LOCK) $(LATEST)/versions.txt || echo "  none: the lock is today's newest"
-	$(LATEST)/bin/python -m pytest
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Freeze the venv that `make test-latest` just ran green into the lock.
 lock:
