@@ -93,7 +93,7 @@ def plant_copy_head(model: LlamaForCausalLM) -> None:
 
 def run_analyzer(model_dir: Path, suite: Path, *, batch_size: int = 5, padding_side: str = "right", **params):
     from headscope.engine import load_backend
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     backend = load_backend(str(model_dir), quiet=True)
     analyzer = SelectAndCopyAnalyzer(suite=str(suite), **params)
@@ -229,7 +229,7 @@ def test_shipped_suites_are_balanced():
 
 def test_smollm2_newline_tokens(smollm2_backend):
     """On the real model: options sit on the newline token (id 198), inside the chat template."""
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     items, _ = load_mcqa("mcqa_synthetic", limit=4)
     prompt = build_prompt(smollm2_backend.tokenizer, items[0], chat_template=True)
