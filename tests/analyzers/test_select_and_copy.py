@@ -154,7 +154,7 @@ def test_matches_bruteforce_reference(random_model, suite_dir, padding_side):
     items, _ = load_mcqa(str(suite_dir), limit=6)
     for shots in (0, 1):
         for index in (0, 3, 5):
-            prompt = build_prompt(tokenizer, items[index], analyzer._demos(index, shots), bos_token_id=1)
+            prompt = build_prompt(tokenizer, items[index], analyzer._demos(items, index, shots), bos_token_id=1)
             ref = reference_scores(random_model, prompt.input_ids, prompt.option_positions)
             for score in ("qk", "qk_norope", "attn"):
                 got = analyzer.item_scores(score, shots)[index]
