@@ -29,7 +29,7 @@ def measure(backend_name: str, args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from headscope.engine import Needs, load_backend
-    from headscope.scanner import build_analyzers, scan_backend
+    from headscope.scanning import build_analyzers, scan_backend
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
-from headscope.analyzers.lookback import lookback_ratios, stop_ids
+from headscope.analyzers.lookback import lookback_ratios
+from headscope.probes.request_prompts import answer_stop_ids
 from headscope.engine import Needs, load_backend
 from headscope.probes.grounded_qa import build_prompt, load_grounded_items
 
@@ -21,7 +22,7 @@ def main() -> None:
     backend = load_backend(model, quiet=True)
     items, _ = load_grounded_items("grounded_qa", n_samples=n_items)
     prompts = [build_prompt(backend.tokenizer, item) for item in items]
-    stops = stop_ids(backend.tokenizer)
+    stops = answer_stop_ids(backend.tokenizer)
 
     start, steps = time.perf_counter(), 0
     for ids, _ in prompts:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from headscope.analyzers.lookback import stop_ids
+from headscope.probes.request_prompts import answer_stop_ids
 from headscope.analyzers.lookback_detector import span_features, two_fold_evaluation
 from headscope.engine.loading import load_backend  # noqa: F401  (the embedded model folder is made by the engine)
 from headscope.probes.grounded_qa import build_prompt, contains_gold, load_grounded_items
@@ -30,7 +30,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     items, _ = load_grounded_items("grounded_qa")
-    stops = stop_ids(tokenizer)
+    stops = answer_stop_ids(tokenizer)
     start = time.perf_counter()
     ratios, labels, records = [], [], []
     for item in items:

@@ -12,7 +12,7 @@ import time
 import torch
 
 from headscope.analyzers.base import ScanContext
-from headscope.analyzers.maps import MapsAnalyzer, topk_hits
+from headscope.analyzers.maps import MapsAnalyzer, relations_from_suite, topk_hits
 from headscope.engine import load_backend
 
 
@@ -20,8 +20,7 @@ def main(layers: tuple[int, ...] = (3, 15), heads: tuple[int, ...] = (0, 4, 8)) 
     backend = load_backend("smollm2-135m-instruct", quiet=True)
     weights = backend.weights()
     analyzer = MapsAnalyzer()
-    analyzer.build_suite(ScanContext(backend.spec, backend.tokenizer))
-    relations = analyzer._relations
+    relations = relations_from_suite(analyzer.build_suite(ScanContext(backend.spec, backend.tokenizer)))
     src = torch.cat([r.src for r in relations])
     dst = torch.cat([r.dst for r in relations])
     ks = torch.cat([torch.full((len(r.src),), r.k) for r in relations])

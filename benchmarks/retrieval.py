@@ -50,7 +50,7 @@ def one(length: int, chunk: int, threads: int) -> dict:
     with torch.inference_mode():
         backend.prefill(torch.tensor([prompt[:-1]]), chunk=chunk)
     prefill_s = time.perf_counter() - t0
-    analyzer.start(backend.spec)
+    analyzer.reset(backend.spec)
     t1 = time.perf_counter()
     analyzer.score_suite(backend, suite)
     total_s = time.perf_counter() - t1
@@ -74,7 +74,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.chunk, args.threads)))
         return
-    from headscope.scanner import parse_lengths
+    from headscope.scanning import parse_lengths
 
     runs = [(n, args.chunk) for n in parse_lengths(args.lengths)]
     if args.compare_chunk:

@@ -23,7 +23,7 @@ from headscope.probes.safety import load_safety_requests
 
 def batched(backend, prompt: list[int], *, reuse_prefix: bool) -> tuple[float, torch.Tensor]:
     analyzer = SafetyHeadAnalyzer(reuse_prefix=reuse_prefix, rows_per_pass=64)
-    analyzer.start(backend.spec)
+    analyzer.reset(backend.spec)
     started = time.perf_counter()
     analyzer.score_ships(backend, [prompt], HeadAblation("scale", 1e-4))
     return time.perf_counter() - started, analyzer.kl[0]

@@ -48,7 +48,8 @@ def measure(mode: str, batch_size: int, seq_len: int, repeats: int) -> dict:
     backend = load_backend("smollm2-135m-instruct", quiet=True)
     analyzers = [cls(seq_len=seq_len, n_samples=batch_size) for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer)]
     ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size)
-    batch = next(suite_batches(analyzers[0].build_suite(ctx), ctx))
+    suite = analyzers[0].build_suite(ctx)
+    batch = next(suite_batches(suite, ctx))
     bridge = backend.bridge
 
     def once() -> None:
@@ -56,7 +57,7 @@ def measure(mode: str, batch_size: int, seq_len: int, repeats: int) -> dict:
             bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type=None)
         elif mode == "scan":
             for a in analyzers:
-                a.start(backend.spec)
+                a.start(ctx, suite)
             Recorder(backend, progress=False).record([batch], analyzers)
         else:
             _, cache = bridge.run_with_cache(

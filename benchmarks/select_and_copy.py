@@ -11,7 +11,7 @@ import time
 
 from headscope.analyzers import SelectAndCopyAnalyzer
 from headscope.engine import load_backend
-from headscope.scanner import scan_backend
+from headscope.scanning import scan_backend
 
 
 def main(suites: list[str]) -> None:

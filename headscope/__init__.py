@@ -20,7 +20,7 @@ __all__ = ["Atlas", "HeadscopeError", "__version__", "read_atlas", "scan"]
 
 def __getattr__(name: str) -> Any:
     if name == "scan":
-        from headscope.scanner import scan
+        from headscope.scanning import scan
 
         return scan
     raise AttributeError(f"module 'headscope' has no attribute {name!r}")

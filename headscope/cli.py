@@ -69,8 +69,8 @@ def scan(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Scan MODEL with the chosen analyzers and write a head atlas."""
-    from headscope.scanner import parse_lengths, parse_param_overrides
-    from headscope.scanner import scan as run_scan
+    from headscope.scanning import parse_lengths, parse_param_overrides
+    from headscope.scanning import scan as run_scan
     from headscope.summary import print_summary
 
     try:
@@ -98,7 +98,7 @@ def scan(
         raise Interrupted(_what_was_kept(out)) from None
     print_summary(atlas, k=top, console=console)
     console.print(f"wrote {len(atlas)} rows to {out}")
-    from headscope.scanner import side_output_path
+    from headscope.scanning import side_output_path
 
     for name in atlas.analyzers:
         extra = side_output_path(out, name)

@@ -70,14 +70,13 @@ def test_leftover_parts_need_resume_and_resume_needs_out(tiny_llama_dir, tmp_pat
 def test_a_foreign_part_with_the_right_name_is_refused(tiny_llama_dir, tmp_path):
     from headscope.analyzers import ScanContext
     from headscope.engine import load_backend
-    from headscope.parts import PartStore
-    from headscope.scanner import build_analyzers, plan_groups
+    from headscope.scanning import PartCache, TaskOutput, build_analyzers, plan_scan
 
     backend = load_backend(str(tiny_llama_dir), quiet=True)
     analyzers = build_analyzers("classic", shared={"seq_len": 21, "n_samples": 4})
-    groups, _ = plan_groups(analyzers, ScanContext(backend.spec, backend.tokenizer), 2)
-    shard = groups[0].shards[0]
-    PartStore(tmp_path / "atlas.parquet.parts", {"model": "another-model"}).save_states(shard.part_name, {}, shard.part_meta)
+    groups = plan_scan(analyzers, ScanContext(backend.spec, backend.tokenizer), 2)
+    task = groups[0].tasks[0]
+    PartCache(tmp_path / "atlas.parquet.parts", {"model": "another-model"}).save(task, TaskOutput(states={}))
     with pytest.raises(HeadscopeError, match="different scan"):
         headscope.scan(str(tiny_llama_dir), out=tmp_path / "atlas.parquet", resume=True, seq_len=21, n_samples=4,
                        shard_size=2, progress=False)

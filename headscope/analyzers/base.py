@@ -1,4 +1,4 @@
-"""What every analyzer is: a probe suite it builds, the tensors it needs, a reduction, and atlas rows."""
+"""What every analyzer is: a probe suite it builds, a reduction (streaming) or a run (driving), and atlas rows."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import torch
 
-from headscope.engine import LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
+from headscope.engine import Backend, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
 from headscope.engine.batch import PaddingSide
 from headscope.probes import TokenSuite
 
@@ -49,7 +49,16 @@ class ScanContext:
 
 
 class Analyzer(ABC):
-    """Base of every analyzer. Subclasses set `name`, `Params` and `metrics` and implement the reduction."""
+    """What every analyzer shares: a name, a Params dataclass, declared metrics, a suite, rows and extras.
+
+    An analyzer is either streaming (`StreamingAnalyzer`: the scanner runs the suite once and hands it each
+    layer's tensors) or driving (`DrivingAnalyzer`: it runs the model itself, e.g. decoding or ablations).
+    The scanner owns the lifecycle; an analyzer never calls its own `build_suite`.
+
+    `metrics` declares every metric name the analyzer writes, as patterns whose `{placeholders}` stand for
+    a run-dependent part (`qk_accuracy_{shots}shot`); `tests/analyzers/test_metric_contract.py` holds every
+    analyzer and every viewer to them.
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type]
@@ -60,17 +69,48 @@ class Analyzer(ABC):
         base = params if params is not None else self.Params()
         self.params = dataclasses.replace(base, **overrides) if overrides else base
 
+    @abstractmethod
+    def build_suite(self, ctx: ScanContext) -> TokenSuite:
+        """The probes this analyzer runs on, built once per scan.
+
+        Anything the analyzer later needs from its probes (answers, relation sizes) must live in the suite's
+        samples or details: the suite is what travels to Ray workers and to a resumed scan, not the analyzer.
+        Streaming analyzers with equal suites share one forward pass.
+        """
+
+    @abstractmethod
+    def results(self) -> list[HeadValue]:
+        """The rows this analyzer contributes to the atlas."""
+
+    def side_output(self) -> dict[str, Any] | None:
+        """Optional JSON-serialisable extras that do not fit atlas rows (e.g. readable token mappings).
+
+        They come back with the atlas (`ScanResult.side_outputs`); `scan(out=...)` writes them beside it as
+        `<atlas stem>.<analyzer>.json`.
+        """
+        return None
+
+    def params_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self.params), sort_keys=True, separators=(",", ":"))
+
+
+class StreamingAnalyzer(Analyzer):
+    """Reduces per-layer tensors of a shared forward pass: start, observe every batch, then results.
+
+    With `shardable = True` the accumulators are additive: `state()` after a shard and `merge_states` of the
+    shards' states in order give exactly the results of one uninterrupted pass (resume and Ray rely on it).
+    A non-shardable analyzer runs its whole suite as one unit of work.
+    """
+
+    shardable: ClassVar[bool] = False
+
     @property
     @abstractmethod
     def needs(self) -> Needs: ...
 
     @abstractmethod
-    def build_suite(self, ctx: ScanContext) -> TokenSuite:
-        """The probes this analyzer runs on; analyzers with equal suites share one forward pass."""
-
-    @abstractmethod
-    def start(self, spec: ModelSpec) -> None:
-        """Reset accumulators for a model of this shape."""
+    def start(self, ctx: ScanContext, suite: TokenSuite) -> None:
+        """Fresh accumulators for the probes of `suite` (a shard of it, or the whole suite before a merge)."""
 
     @abstractmethod
     def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
@@ -79,43 +119,41 @@ class Analyzer(ABC):
     def observe_logits(self, batch: ProbeBatch, logits: torch.Tensor) -> None:
         """Reduce the batch's logits (only called when `needs.logits`)."""
 
-    @abstractmethod
-    def results(self) -> list[HeadValue]:
-        """The rows this analyzer contributes to the atlas."""
-
-    # --- sharding: scans split a suite into shards (for resume and for Ray) and merge their states ---
-    def state(self) -> dict[str, torch.Tensor] | None:
-        """Accumulators after the probes observed since `start`, or None if this analyzer cannot be sharded.
-
-        Shardable analyzers keep only additive accumulators; `merge_states` of the shards' states, in shard
-        order, must give exactly the results of one uninterrupted pass.
-        """
-        return None
+    def state(self) -> dict[str, torch.Tensor]:
+        """Accumulators after the probes observed since `start` (shardable analyzers only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not shardable")
 
     def merge_states(self, states: list[dict[str, torch.Tensor]]) -> None:
         """Replace the accumulators by the combination of shard states (called after `start`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be sharded")
+        raise NotImplementedError(f"{type(self).__name__} is not shardable")
 
-    def drive(self, backend: Any, ctx: ScanContext) -> None:
-        """Analyzers that must drive the model themselves (decoding, ablations) override this.
 
-        The default, used by most analyzers, is the shared recorder pass over `build_suite`'s probes.
-        """
-        raise NotImplementedError
+class DrivingAnalyzer(Analyzer):
+    """Runs the model itself (decoding, ablations, weights only) in one `run`; never sharded."""
 
-    @property
-    def drives_model(self) -> bool:
-        return type(self).drive is not Analyzer.drive
+    @abstractmethod
+    def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
+        """Everything this analyzer measures, on the suite `build_suite` made; `results` reads it afterwards."""
 
-    def side_output(self) -> dict[str, Any] | None:
-        """Optional JSON-serialisable extras that do not fit atlas rows (e.g. readable token mappings).
 
-        `scan(out=...)` writes them beside the atlas as `<atlas stem>.<analyzer>.json`; the atlas itself is unchanged.
-        """
-        return None
+def head_rows(
+    tables: Mapping[str, tuple[Any, int | torch.Tensor]], *, layers: Iterable[int] | None = None
+) -> list[HeadValue]:
+    """One row per (layer, head, metric) from per-metric [layer, head] tables, layer-major then head.
 
-    def params_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self.params), sort_keys=True, separators=(",", ":"))
+    `tables` maps a metric to (values [layer, head], n_samples), n_samples being one count or one per layer.
+    """
+    if not tables:
+        return []
+    first = next(iter(tables.values()))[0]
+    chosen = range(first.shape[0]) if layers is None else layers
+    rows = []
+    for layer in chosen:
+        for head in range(first.shape[1]):
+            for metric, (values, n) in tables.items():
+                count = int(n[layer]) if hasattr(n, "__len__") else int(n)
+                rows.append(HeadValue(layer, head, metric, float(values[layer, head]), count))
+    return rows
 
 
 def suite_batches(suite: TokenSuite, ctx: ScanContext) -> Iterator[ProbeBatch]:

@@ -11,7 +11,7 @@ class DuplicateTokenAnalyzer(PatternHeadAnalyzer):
     """TransformerLens `get_duplicate_token_head_detection_pattern` (diagonal excluded), batched."""
 
     name = "duplicate-token"
-    metrics = ("duplicate_token_score",)
+    metrics = ("duplicate_token_score", "duplicate_token_score_std")
     description = "share of attention on earlier copies of the current token"
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ class InductionAnalyzer(PatternHeadAnalyzer):
     """TransformerLens `get_induction_head_detection_pattern`: the duplicate pattern shifted one key right."""
 
     name = "induction"
-    metrics = ("induction_score",)
+    metrics = ("induction_score", "induction_score_std")
     description = "share of attention on the token after an earlier copy of the current token"
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from headscope.analyzers.base import Analyzer, HeadValue, ScanContext
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.lookback_detector import LookbackDetector, span_features, two_fold_evaluation
-from headscope.engine import DecodeResult, LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.engine import Backend, DecodeResult, LayerActivations, ModelSpec, Needs
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.grounded_qa import GroundedItem, build_prompt, contains_gold, load_grounded_items
+from headscope.probes.request_prompts import answer_stop_ids
 
 
 def lookback_ratio(row: torch.Tensor, context_len: int) -> torch.Tensor:
@@ -78,14 +79,6 @@ def lookback_ratios(
     return collector.ratios[:, :, : len(result.generated_ids)].numpy(), result
 
 
-def stop_ids(tokenizer: Any) -> list[int]:
-    """End-of-turn tokens that end an answer: eos and the chat template's end-of-turn marker when the vocab has one."""
-    ids = {tokenizer.eos_token_id} if isinstance(getattr(tokenizer, "eos_token_id", None), int) else set()
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>") if t in vocab)
-    return sorted(ids)
-
-
 @dataclass(frozen=True)
 class LookbackParams:
     suite: str = "grounded_qa"  # shipped suite, a folder with data.jsonl, or hub:<squad-like dataset>[:split]
@@ -119,7 +112,7 @@ class GeneratedAnswer:
     ratios: np.ndarray
 
 
-class LookbackLensAnalyzer(Analyzer):
+class LookbackLensAnalyzer(DrivingAnalyzer):
     """Decodes each grounded item greedily, records lookback ratios per head and trains the Lookback Lens detector."""
 
     name = "lookback"
@@ -130,7 +123,6 @@ class LookbackLensAnalyzer(Analyzer):
         "n_items", "n_faithful", "n_hallucinated", "n_spans",
     )
     description = "per-head lookback ratio (context vs generated attention) and a hallucination detector's weights"
-    needs = Needs(pattern=True)
 
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self.params
@@ -143,22 +135,19 @@ class LookbackLensAnalyzer(Analyzer):
                                      f"{ctx.spec.n_ctx}: lower lookback.max_new_tokens or shorten the document")
             sequences.append(ids)
             samples.append({"item": item, "context_len": context_len})
-        self._suite = TokenSuite(p.suite.split("/")[-1] or "grounded_qa", sequences, samples,
-                                 {"source": p.suite, "file_hash": digest, "chat_template": p.chat_template})
-        return self._suite
+        return TokenSuite(p.suite.split("/")[-1] or "grounded_qa", sequences, samples,
+                          {"source": p.suite, "file_hash": digest, "chat_template": p.chat_template})
 
-    def start(self, spec: ModelSpec) -> None:
+    def reset(self, spec: ModelSpec) -> None:
+        """Empty accumulators (`run` starts with this)."""
         self._spec = spec
         self.answers: list[GeneratedAnswer] = []
         self.detector: LookbackDetector | None = None
         self.evaluation = None
 
-    def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
-        raise HeadscopeError("lookback drives decoding itself: run it through headscope scan")
-
-    def drive(self, backend: Any, ctx: ScanContext) -> None:
-        suite = getattr(self, "_suite", None) or self.build_suite(ctx)
-        stops = stop_ids(ctx.tokenizer)
+    def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
+        self.reset(backend.spec)
+        stops = answer_stop_ids(ctx.tokenizer)
         pairs = list(zip(suite.sequences, suite.samples))
         if ctx.progress:
             from rich.progress import track
@@ -207,8 +196,7 @@ class LookbackLensAnalyzer(Analyzer):
         n_spans = len(getattr(self, "_span_labels", []))
         if self.detector is not None:
             head_metrics["lookback_weight"] = (self.detector.head_weights, n_spans)
-        rows = [HeadValue(layer, head, metric, float(values[layer, head]), n)
-                for metric, (values, n) in head_metrics.items() for layer in range(n_layers) for head in range(n_heads)]
+        rows = head_rows(head_metrics)
         ev = self.evaluation
         nan = float("nan")
         model_level = {

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from headscope.analyzers.base import Analyzer, HeadValue, ScanContext
-from headscope.engine import LayerActivations, ModelSpec, ModelWeights, Needs, ProbeBatch
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
+from headscope.engine import Backend, ModelSpec, ModelWeights
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite, load_suite_records
 
@@ -88,6 +88,17 @@ def tokenize_relations(records: list[dict], tokenizer: Any, params: MapsParams) 
     return relations
 
 
+def relations_from_suite(suite: TokenSuite) -> list[Relation]:
+    """The relations a MAPS suite was built from: its (src, dst) sequences grouped by the samples' relation."""
+    relations = []
+    for record in suite.details["relations"]:
+        pairs = [seq for seq, sample in zip(suite.sequences, suite.samples) if sample["relation"] == record["name"]]
+        src = torch.tensor([s for s, _ in pairs], dtype=torch.long)
+        dst = torch.tensor([d for _, d in pairs], dtype=torch.long)
+        relations.append(Relation(record["name"], src, dst, record["k"], record["n_total"]))
+    return relations
+
+
 def topk_hits(
     rows: torch.Tensor,
     unembed: torch.Tensor,
@@ -127,14 +138,14 @@ def topk_hits(
     return promote, suppress
 
 
-class MapsAnalyzer(Analyzer):
+class MapsAnalyzer(DrivingAnalyzer):
     """Static MAPS relation scores and salient mappings per head, from W_E, W_V, W_O, W_U (and MLP_0)."""
 
     name = "maps"
     Params = MapsParams
-    metrics = ("maps_<relation>", "maps_<relation>_suppression")
+    metrics = ("maps_{relation}", "maps_{relation}_suppression",
+               "maps_{relation}_n_pairs", "maps_{relation}_k", "maps_{relation}_enough_pairs")  # the last three: model-level
     description = "share of relation pairs (src, dst) whose dst is in the top-k of the head's vocabulary map row M[src]"
-    needs = Needs()
 
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self.params
@@ -150,34 +161,35 @@ class MapsAnalyzer(Analyzer):
         if bad:
             raise HeadscopeError(f"maps.layers {bad} out of range: this model has layers 0-{ctx.spec.n_layers - 1}")
         records, file_hash = load_suite_records(p.suite, required=("relation", "src", "dst"))
-        self._relations = tokenize_relations(records, ctx.tokenizer, p)
-        self._tokenizer = ctx.tokenizer
+        relations = tokenize_relations(records, ctx.tokenizer, p)
         sequences, samples = [], []
-        for relation in self._relations:
+        for relation in relations:
             for s, d in zip(relation.src.tolist(), relation.dst.tolist()):
                 sequences.append([s, d])
                 samples.append({"relation": relation.name})
         if not sequences:
             raise HeadscopeError(f"no relation pair of suite '{p.suite}' is a single token pair for this tokenizer: "
                                  "add single-word pairs or set maps.add_leading_space=false")
-        details = {"file_hash": file_hash, "n_pairs": {r.name: len(r.src) for r in self._relations}}
+        details = {"file_hash": file_hash, "n_pairs": {r.name: len(r.src) for r in relations},
+                   "relations": [{"name": r.name, "k": r.k, "n_total": r.n_total} for r in relations]}
         return TokenSuite(f"{p.suite}", sequences, samples, details)
 
-    def start(self, spec: ModelSpec) -> None:
+    def reset(self, spec: ModelSpec) -> None:
+        """Empty results (`run` starts with this)."""
         self._spec = spec
         self._promote: dict[str, torch.Tensor] = {}
         self._suppress: dict[str, torch.Tensor] = {}
         self.salient: list[dict[str, Any]] = []
 
-    def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:  # pragma: no cover - MAPS drives itself
-        raise RuntimeError("MAPS reads weights only; it is run through `drive`")
-
     def layers(self) -> list[int]:
         chosen = {int(layer) for layer in self.params.layers}  # `--param maps.layers=0,3` arrives as strings
         return sorted(chosen) if chosen else list(range(self._spec.n_layers))
 
-    def drive(self, backend: Any, ctx: ScanContext) -> None:
+    def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
         """Compute every head's relation scores (and salient mappings) from the backend's weights."""
+        self.reset(backend.spec)
+        self._relations = relations_from_suite(suite)
+        self._tokenizer = ctx.tokenizer
         self.run_on_weights(backend.weights(), progress=ctx.progress)
 
     def run_on_weights(self, weights: ModelWeights, *, progress: bool = False) -> None:
@@ -223,11 +235,8 @@ class MapsAnalyzer(Analyzer):
         rows = []
         for index, relation in enumerate(self._relations):
             n = len(relation.src)
-            for layer in self.layers():
-                for head in range(self._spec.n_heads):
-                    rows.append(HeadValue(layer, head, f"maps_{relation.name}", float(promote[layer, head, index]), n))
-                    rows.append(HeadValue(layer, head, f"maps_{relation.name}_suppression",
-                                          float(suppress[layer, head, index]), n))
+            rows += head_rows({f"maps_{relation.name}": (promote[:, :, index], n),
+                               f"maps_{relation.name}_suppression": (suppress[:, :, index], n)}, layers=self.layers())
             # model-level: single-token pairs kept (n_samples: pairs in the file); below min_pairs the paper would skip it
             rows.append(HeadValue(-1, -1, f"maps_{relation.name}_n_pairs", float(n), relation.n_total))
             rows.append(HeadValue(-1, -1, f"maps_{relation.name}_k", float(relation.k), n))

@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 
-from headscope.analyzers.base import Analyzer, HeadValue, RunningMoments, ScanContext
-from headscope.engine import LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.analyzers.base import HeadValue, RunningMoments, ScanContext, StreamingAnalyzer, head_rows
+from headscope.engine import LayerActivations, Needs, ProbeBatch
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite, repeated_random_tokens
 
@@ -31,10 +31,14 @@ class PatternHeadParams:
     error_measure: Literal["mul", "abs"] = "mul"
 
 
-class PatternHeadAnalyzer(Analyzer):
-    """Scores every head against a detection pattern built from each probe's tokens."""
+class PatternHeadAnalyzer(StreamingAnalyzer):
+    """Scores every head against a detection pattern built from each probe's tokens.
+
+    Subclasses declare `metrics = ("<score>", "<score>_std")`: the mean and the std over sequences.
+    """
 
     Params = PatternHeadParams
+    shardable = True
     needs = Needs(pattern=True)
 
     @abstractmethod
@@ -54,8 +58,8 @@ class PatternHeadAnalyzer(Analyzer):
             n_ctx=ctx.spec.n_ctx,
         )
 
-    def start(self, spec: ModelSpec) -> None:
-        self._moments = RunningMoments(spec.n_layers, spec.n_heads)
+    def start(self, ctx: ScanContext, suite: TokenSuite) -> None:
+        self._moments = RunningMoments(ctx.spec.n_layers, ctx.spec.n_heads)
         self._batch_masks: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def _masks(self, batch: ProbeBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,15 +96,9 @@ class PatternHeadAnalyzer(Analyzer):
         self._moments.load_states(states)
 
     def results(self) -> list[HeadValue]:
-        mean, std, count = self._moments.mean(), self._moments.std(), self._moments.count
-        metric = self.metrics[0]
-        rows = []
-        for layer in range(mean.shape[0]):
-            for head in range(mean.shape[1]):
-                n = int(count[layer])
-                rows.append(HeadValue(layer, head, metric, float(mean[layer, head]), n))
-                rows.append(HeadValue(layer, head, f"{metric}_std", float(std[layer, head]), n))
-        return rows
+        score, std = self.metrics
+        count = self._moments.count
+        return head_rows({score: (self._moments.mean(), count), std: (self._moments.std(), count)})
 
 
 def same_token(input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ class PreviousTokenAnalyzer(PatternHeadAnalyzer):
     """TransformerLens `get_previous_token_head_detection_pattern`, batched and padding-aware."""
 
     name = "previous-token"
-    metrics = ("previous_token_score",)
+    metrics = ("previous_token_score", "previous_token_score_std")
     description = "share of attention on the previous token"
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,24 +1,15 @@
-"""Analyzer names as users type them, mapped to their classes."""
+"""Analyzer names as users type them, mapped to their classes; `register_analyzer` adds your own."""
 
 from __future__ import annotations
 
-from headscope.analyzers.base import Analyzer
-from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
-from headscope.analyzers.induction import InductionAnalyzer
-from headscope.analyzers.lookback import LookbackLensAnalyzer
-from headscope.analyzers.maps import MapsAnalyzer
-from headscope.analyzers.previous_token import PreviousTokenAnalyzer
-from headscope.analyzers.retrieval import RetrievalAnalyzer
-from headscope.analyzers.safety import SafetyHeadAnalyzer
-from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
-from headscope.analyzers.sinks import SinkAnalyzer
+from typing import TypeVar
+
+from headscope.analyzers.base import Analyzer, DrivingAnalyzer, StreamingAnalyzer
 from headscope.errors import HeadscopeError
 
-ANALYZERS: dict[str, type[Analyzer]] = {
-    cls.name: cls
-    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
-                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer)
-}
+A = TypeVar("A", bound=type[Analyzer])
+
+ANALYZERS: dict[str, type[Analyzer]] = {}
 GROUPS: dict[str, tuple[str, ...]] = {
     "classic": ("previous-token", "duplicate-token", "induction"),
     "weights": ("maps",),  # parameter-only analyzers: no forward pass
@@ -26,8 +17,34 @@ GROUPS: dict[str, tuple[str, ...]] = {
 DEFAULT_ANALYZERS: tuple[str, ...] = GROUPS["classic"]
 
 
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def register_analyzer(cls: A, *, replace: bool = False) -> A:
+    """Make `cls` scannable by its `name` (`headscope.scan(model, ["my-analyzer"])`, `-a my-analyzer`).
+
+    Usable as a class decorator. The class must derive from `StreamingAnalyzer` or `DrivingAnalyzer` and set
+    `name`, `Params` (a dataclass) and `metrics`. Under Ray, workers import the class from its module, so
+    define it in an importable module (not in `__main__`).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, (StreamingAnalyzer, DrivingAnalyzer))):
+        raise HeadscopeError(f"{cls!r} is not an analyzer: derive it from StreamingAnalyzer or DrivingAnalyzer")
+    for attribute in ("name", "Params", "metrics"):
+        if not hasattr(cls, attribute):
+            raise HeadscopeError(f"analyzer {cls.__name__} has no `{attribute}`: set it as a class attribute")
+    key = _key(cls.name)
+    if key in GROUPS:
+        raise HeadscopeError(f"analyzer name '{cls.name}' is a group name: choose another name")
+    if key in ANALYZERS and ANALYZERS[key] is not cls and not replace:
+        raise HeadscopeError(f"analyzer '{key}' is already registered ({ANALYZERS[key].__name__}): "
+                             "choose another name or pass replace=True")
+    ANALYZERS[key] = cls
+    return cls
+
+
 def analyzer_class(name: str) -> type[Analyzer]:
-    key = name.strip().lower().replace("_", "-")
+    key = _key(name)
     if key not in ANALYZERS:
         raise HeadscopeError(f"unknown analyzer '{name}': use one of {', '.join(sorted(ANALYZERS))}")
     return ANALYZERS[key]
@@ -38,7 +55,7 @@ def expand_names(names: list[str] | tuple[str, ...] | str) -> list[str]:
     items = names.split(",") if isinstance(names, str) else list(names)
     out: list[str] = []
     for item in items:
-        key = item.strip().lower().replace("_", "-")
+        key = _key(item)
         if not key:
             continue
         for name in GROUPS.get(key, (key,)):
@@ -48,3 +65,22 @@ def expand_names(names: list[str] | tuple[str, ...] | str) -> list[str]:
     if not out:
         raise HeadscopeError("no analyzers given: pass e.g. `--analyzers induction,previous-token`")
     return out
+
+
+def _register_builtins() -> None:
+    from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
+    from headscope.analyzers.induction import InductionAnalyzer
+    from headscope.analyzers.lookback import LookbackLensAnalyzer
+    from headscope.analyzers.maps import MapsAnalyzer
+    from headscope.analyzers.previous_token import PreviousTokenAnalyzer
+    from headscope.analyzers.retrieval import RetrievalAnalyzer
+    from headscope.analyzers.safety import SafetyHeadAnalyzer
+    from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
+    from headscope.analyzers.sinks import SinkAnalyzer
+
+    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
+                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
+        register_analyzer(cls)
+
+
+_register_builtins()

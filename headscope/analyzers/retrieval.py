@@ -7,7 +7,7 @@ copy-pastes the emitted token when that key lies in the answer span and holds th
 1 / span length per copy. A sample counts when the response's ROUGE-1 recall against the answer is > 0.5;
 a head's retrieval score is its mean over counted samples, and a retrieval head scores > 0.1.
 
-This analyzer drives decoding itself (`drive`), keeping only [step, layer, head] argmax indices: memory is the
+This analyzer drives decoding itself (`run`), keeping only [step, layer, head] argmax indices: memory is the
 KV cache plus one chunk of prefill scores, never a [layer, head, query, key] tensor.
 """
 
@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from headscope.analyzers.base import Analyzer, HeadValue, ScanContext
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.retrieval_scoring import copy_paste_scores
-from headscope.engine import Backend, LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.engine import Backend, LayerActivations, ModelSpec, Needs
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.needle_haystack import SUITE, depth_grid, needle_haystack_suite, rouge1_recall
+from headscope.probes.request_prompts import answer_stop_ids
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,18 @@ class RetrievalParams:
     mask_mode: str = "uniform"  # "uniform" (official: zero the query) or "zero" (zero the head output)
 
 
-class RetrievalAnalyzer(Analyzer):
+class RetrievalAnalyzer(DrivingAnalyzer):
     name = "retrieval"
     Params = RetrievalParams
-    metrics = ("retrieval_score", "retrieval_score_std", "is_retrieval")
+    metrics = (
+        "retrieval_score", "retrieval_score_std", "is_retrieval",
+        # model-level rows
+        "kept_samples", "total_samples", "rouge1_recall_mean", "n_retrieval_heads", "chat_template", "teacher_forced",
+        "kept_samples_ctx{length}", "needle_recall_unmasked", "needle_accuracy_unmasked",
+        "needle_recall_mask_top{k}", "needle_accuracy_mask_top{k}", "needle_recall_mask_random{k}",
+        "needle_accuracy_mask_random{k}",
+    )
     description = "copy-paste share of needle tokens while decoding a needle-in-a-haystack answer (Wu et al. 2024)"
-    needs = Needs(pattern=True)
 
     # --- suite ------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
@@ -84,19 +91,18 @@ class RetrievalAnalyzer(Analyzer):
         return suite
 
     # --- accumulation ---------------------------------------------------------------------------
-    def start(self, spec: ModelSpec) -> None:
+    def reset(self, spec: ModelSpec) -> None:
+        """Empty accumulators (`run` starts with this; tests scoring suites by hand call it themselves)."""
         self._spec = spec
         self._kept: list[torch.Tensor] = []  # [layer, head] per kept sample
         self.sample_log: list[dict[str, Any]] = []
         self.masking = None
 
-    def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
-        raise HeadscopeError("the retrieval analyzer decodes by itself: run it through headscope.scan")
-
-    def drive(self, backend: Backend, ctx: ScanContext) -> None:
+    def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
         """Decode every prompt, score copy-paste heads, then (optionally) run the masking check."""
         p = self.params
-        self.score_suite(backend, self.build_suite(ctx), progress=ctx.progress)
+        self.reset(backend.spec)
+        self.score_suite(backend, suite, progress=ctx.progress)
         if p.mask_top_k > 0:
             from headscope.circuits import retrieval_masking_check
 
@@ -104,7 +110,7 @@ class RetrievalAnalyzer(Analyzer):
             self.masking = retrieval_masking_check(
                 backend, check_suite, self.mean_scores(), p.mask_top_k, random_sets=p.mask_random_sets,
                 seed=p.seed, mode=p.mask_mode, max_new_tokens=p.max_new_tokens,
-                stop_token_ids=stop_token_ids(ctx.tokenizer, p.stop_at_eos), prefill_chunk=p.prefill_chunk,
+                stop_token_ids=answer_stop_ids(ctx.tokenizer, end_of_turn=p.stop_at_eos, newline=True), prefill_chunk=p.prefill_chunk,
                 pass_threshold=p.rouge_threshold,
             )
 
@@ -112,7 +118,7 @@ class RetrievalAnalyzer(Analyzer):
         """Decode each prompt of `suite` (samples carry needle_start, needle_end, real_needle) and accumulate."""
         p = self.params
         tokenizer = backend.tokenizer
-        stops = stop_token_ids(tokenizer, p.stop_at_eos)
+        stops = answer_stop_ids(tokenizer, end_of_turn=p.stop_at_eos, newline=True)
         spec = backend.spec
         for prompt, sample in tqdm(list(zip(suite.sequences, suite.samples)), desc="retrieval", disable=not progress, unit="prompt"):
             argmax_keys = torch.full((p.max_new_tokens, spec.n_layers, spec.n_heads), -1, dtype=torch.long)
@@ -150,13 +156,8 @@ class RetrievalAnalyzer(Analyzer):
             std = torch.stack(self._kept).std(0)
         else:
             std = torch.zeros_like(mean) if n_kept == 1 else torch.full_like(mean, math.nan)
-        rows = []
-        for layer in range(mean.shape[0]):
-            for head in range(mean.shape[1]):
-                value = float(mean[layer, head])
-                rows.append(HeadValue(layer, head, "retrieval_score", value, n_kept))
-                rows.append(HeadValue(layer, head, "retrieval_score_std", float(std[layer, head]), n_kept))
-                rows.append(HeadValue(layer, head, "is_retrieval", float(value > p.threshold), n_kept))
+        rows = head_rows({"retrieval_score": (mean, n_kept), "retrieval_score_std": (std, n_kept),
+                          "is_retrieval": ((mean > p.threshold).double(), n_kept)})
         total = len(self.sample_log)
         recalls = [s["rouge1_recall"] for s in self.sample_log]
         model = {
@@ -178,24 +179,3 @@ class RetrievalAnalyzer(Analyzer):
             model[f"needle_recall_mask_random{k}"], model[f"needle_accuracy_mask_random{k}"] = m.random_mean
         rows += [HeadValue(-1, -1, name, float(value), total) for name, value in model.items()]
         return rows
-
-
-_NEWLINES: dict[int, tuple[int, ...]] = {}
-
-
-def _newline_ids(tokenizer: Any) -> tuple[int, ...]:
-    if id(tokenizer) not in _NEWLINES:
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        _NEWLINES[id(tokenizer)] = tuple(i for i, text in enumerate(texts) if "\n" in text)
-    return _NEWLINES[id(tokenizer)]
-
-
-def stop_token_ids(tokenizer: Any, stop_at_eos: bool = True) -> list[int]:
-    """Tokens that end an answer: any token whose text holds a newline (the official stop is the newline
-    token), plus EOS / end-of-turn when `stop_at_eos`."""
-    ids = set(_newline_ids(tokenizer))
-    if stop_at_eos:
-        for candidate in (getattr(tokenizer, "eos_token_id", None), tokenizer.convert_tokens_to_ids("<|im_end|>")):
-            if isinstance(candidate, int) and candidate != getattr(tokenizer, "unk_token_id", None):
-                ids.add(candidate)
-    return sorted(ids)

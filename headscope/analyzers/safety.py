@@ -27,15 +27,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from headscope.analyzers.base import Analyzer, HeadValue, ScanContext
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.safety_math import ships_kl, subspace_angle, top_left_singular_vector
-from headscope.engine import Backend, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
+from headscope.engine import Backend, Head, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.request_prompts import PROMPT_STYLES, request_prompt_ids
 from headscope.probes import safety as safety_probes
 
-Head = tuple[int, int]
 SPLITS = ("train", "heldout", "all")
 
 
@@ -60,12 +59,13 @@ class SafetyParams:
     seed: int = 0
 
 
-class SafetyHeadAnalyzer(Analyzer):
+class SafetyHeadAnalyzer(DrivingAnalyzer):
     name = "safety"
     Params = SafetyParams
-    metrics = ("ships_score", "ships_score_std", "ships_rank", "ships_top10_share", "sahara_angle", "sahara_member")
+    metrics = ("ships_score", "ships_score_std", "ships_rank", "ships_top{k}_share", "sahara_angle", "sahara_member",
+               "sahara_angle_step{step}", "refusal_rate_intact", "refusal_rate_ablate_top{k}",
+               "refusal_rate_ablate_random{k}")  # model-level: Sahara's trace, the causal check
     description = "Ships KL and Sahara subspace angle of ablating each head on harmful requests (Zhou et al. 2024)"
-    needs = Needs()
 
     # --- suite ------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
@@ -94,7 +94,8 @@ class SafetyHeadAnalyzer(Analyzer):
         return p
 
     # --- accumulation ---------------------------------------------------------------------------
-    def start(self, spec: ModelSpec) -> None:
+    def reset(self, spec: ModelSpec) -> None:
+        """Empty accumulators (`run` starts with this)."""
         self._spec = spec
         self.kl: torch.Tensor | None = None  # [query, layer, head]
         self.sahara_group: list[Head] = []
@@ -104,14 +105,11 @@ class SafetyHeadAnalyzer(Analyzer):
         self.samples: list[dict[str, Any]] = []
         self._resid: dict[tuple[int, ...], torch.Tensor] = {}  # intact resid_pre per prompt, shared by all passes
 
-    def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
-        raise HeadscopeError("the safety analyzer ablates heads by itself: run it through headscope.scan")
-
-    def drive(self, backend: Backend, ctx: ScanContext) -> None:
+    def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
         from headscope.circuits.ablation import HeadAblation, head_output_means
 
         p = self._checked_params(backend.spec)
-        suite = self.build_suite(ctx)
+        self.reset(backend.spec)
         self.samples = list(suite.samples)
         means = None
         if p.ablation == "mean":
@@ -246,7 +244,7 @@ class SafetyHeadAnalyzer(Analyzer):
     # --- rows -----------------------------------------------------------------------------------
     def results(self) -> list[HeadValue]:
         if self.kl is None:
-            raise HeadscopeError("the safety analyzer has not run: call drive() first (headscope.scan does)")
+            raise HeadscopeError("the safety analyzer has not run: call run() first (headscope.scan does)")
         p = self.params
         n = self.kl.shape[0]
         mean = self.mean_ships()
@@ -257,16 +255,16 @@ class SafetyHeadAnalyzer(Analyzer):
         in_top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True)
         share = in_top.double().mean(0).reshape(mean.shape)
         member = {head: i + 1 for i, head in enumerate(self.sahara_group)}
-        rows = []
-        for layer in range(mean.shape[0]):
-            for head in range(mean.shape[1]):
-                rows.append(HeadValue(layer, head, "ships_score", float(mean[layer, head]), n))
-                rows.append(HeadValue(layer, head, "ships_score_std", float(std[layer, head]), n))
-                rows.append(HeadValue(layer, head, "ships_rank", float(rank[(layer, head)]), n))
-                rows.append(HeadValue(layer, head, f"ships_top{p.top_k}_share", float(share[layer, head]), n))
-                if self.single_angles is not None:
-                    rows.append(HeadValue(layer, head, "sahara_angle", float(self.single_angles[layer, head]), n))
-                    rows.append(HeadValue(layer, head, "sahara_member", float(member.get((layer, head), 0)), n))
+        rank_table = torch.tensor([[rank[(l, h)] for h in range(mean.shape[1])] for l in range(mean.shape[0])],
+                                  dtype=torch.float64)
+        tables = {"ships_score": (mean, n), "ships_score_std": (std, n), "ships_rank": (rank_table, n),
+                  f"ships_top{p.top_k}_share": (share, n)}
+        if self.single_angles is not None:
+            member_table = torch.zeros_like(rank_table)
+            for (l, h), position in member.items():
+                member_table[l, h] = position
+            tables.update({"sahara_angle": (self.single_angles, n), "sahara_member": (member_table, n)})
+        rows = head_rows(tables)
         model = {f"sahara_angle_step{i + 1}": angle for i, angle in enumerate(self.sahara_trace)}
         if self.check is not None:
             model.update(self.check.as_metrics())

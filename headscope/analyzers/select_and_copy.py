@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from headscope.analyzers.base import Analyzer, HeadValue, ScanContext
-from headscope.engine import LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.analyzers.base import HeadValue, ScanContext, StreamingAnalyzer, head_rows
+from headscope.engine import LayerActivations, Needs, ProbeBatch
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.mcqa import LETTERS, MCQAItem, build_prompt, load_mcqa
@@ -50,13 +50,18 @@ def _suffix(shots: int) -> str:
     return f"_{shots}shot"
 
 
-class SelectAndCopyAnalyzer(Analyzer):
+class SelectAndCopyAnalyzer(StreamingAnalyzer):
     """Per head: accuracy and margin of the QK-score (with / without rotary) and attention score on MCQA items."""
 
     name = "select-and-copy"
     Params = SelectAndCopyParams
-    metrics = tuple(
-        f"{score}_{kind}{_suffix(k)}" for k in (0, 3) for score in SCORES for kind in ("accuracy", "val_accuracy", "test_accuracy", "margin")
+    metrics = (
+        *(f"{score}_{kind}_{{shots}}shot" for score in SCORES for kind in ("accuracy", "val_accuracy", "test_accuracy", "margin")),
+        # model-level rows
+        *(f"best_{score}_{kind}_{{shots}}shot" for score in SCORES for kind in ("layer", "head", "val_accuracy", "test_accuracy")),
+        *(f"best_{score}_share_{{letter}}_{{shots}}shot" for score in SCORES),
+        "baseline_accuracy_{shots}shot", "baseline_val_accuracy_{shots}shot", "baseline_test_accuracy_{shots}shot",
+        "baseline_share_{letter}_{shots}shot", "answer_share_A_{shots}shot", "n_items",
     )
     description = "MCQA: share of items where the head's QK-score / attention at the answer token picks the right option"
     needs = Needs(pattern=True, rows_only=True, q=True, k=True, q_raw=True, k_raw=True, logits=True)
@@ -73,13 +78,12 @@ class SelectAndCopyAnalyzer(Analyzer):
             raise HeadscopeError(f"MCQA suite '{p.suite}' has {len(items)} item(s): use at least 2 (one per split)")
         if max(p.shots) >= len(items):
             raise HeadscopeError(f"{max(p.shots)} shots need more than {len(items)} items: lower select-and-copy.shots")
-        self._items = items
-        self._letter_ids = self._option_letter_ids(ctx.tokenizer, max(len(i.choices) for i in items))
+        self._option_letter_ids(ctx.tokenizer, max(len(i.choices) for i in items))  # fail before the model runs
         use_template = p.chat_template and bool(getattr(ctx.tokenizer, "chat_template", None))
         sequences, samples = [], []
         for shots in p.shots:
             for index, item in enumerate(items):
-                demos = self._demos(index, shots)
+                demos = self._demos(items, index, shots)
                 prompt = build_prompt(ctx.tokenizer, item, demos, chat_template=use_template, bos_token_id=ctx.spec.bos_token_id)
                 if ctx.spec.n_ctx and len(prompt.input_ids) > ctx.spec.n_ctx:
                     raise HeadscopeError(f"an MCQA prompt has {len(prompt.input_ids)} tokens, over the model's {ctx.spec.n_ctx}: use fewer shots")
@@ -88,7 +92,7 @@ class SelectAndCopyAnalyzer(Analyzer):
                                 "options": prompt.option_positions, "query_positions": [prompt.query_position]})
         details = {"suite": p.suite, "records_hash": digest, "n_items": len(items), "shots": list(p.shots),
                    "chat_template": use_template, "option_token": "newline ending the option line"}
-        self.suite_details = details
+        self.suite_details = details  # provenance for params_json on the driver only; workers never need it
         return TokenSuite(f"mcqa:{p.suite}", sequences, samples, details)
 
     def params_json(self) -> str:
@@ -97,13 +101,13 @@ class SelectAndCopyAnalyzer(Analyzer):
         params["applied"] = getattr(self, "suite_details", None)
         return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
-    def _demos(self, index: int, shots: int) -> list[MCQAItem]:
+    def _demos(self, items: list[MCQAItem], index: int, shots: int) -> list[MCQAItem]:
         """`shots` other items of the suite, drawn per item from the seed (never the item itself)."""
         if shots == 0:
             return []
-        pool = [i for i in range(len(self._items)) if i != index]
+        pool = [i for i in range(len(items)) if i != index]
         rng = random.Random(f"{self.params.seed}:{index}")
-        return [self._items[i] for i in rng.sample(pool, shots)]
+        return [items[i] for i in rng.sample(pool, shots)]
 
     @staticmethod
     def _option_letter_ids(tokenizer, n_letters: int) -> list[list[int]]:
@@ -117,8 +121,11 @@ class SelectAndCopyAnalyzer(Analyzer):
         return out
 
     # -- reduction -------------------------------------------------------------------------------------------
-    def start(self, spec: ModelSpec) -> None:
-        self._spec = spec
+    def start(self, ctx: ScanContext, suite: TokenSuite) -> None:
+        self._spec = ctx.spec
+        answers = {s["item"]: s["answer"] for s in suite.samples}  # item index -> correct option
+        self._answers = [answers[i] for i in range(len(answers))]
+        self._letter_ids = self._option_letter_ids(ctx.tokenizer, max(len(s["options"]) for s in suite.samples))
         self._scores: dict[str, dict[tuple[int, int], torch.Tensor]] = {s: {} for s in SCORES}  # (shots, item) -> [L, H, opt]
         self._baseline: dict[tuple[int, int], torch.Tensor] = {}  # (shots, item) -> [opt] letter logits
 
@@ -155,11 +162,11 @@ class SelectAndCopyAnalyzer(Analyzer):
     # -- rows ------------------------------------------------------------------------------------------------
     def item_scores(self, score: str, shots: int) -> list[torch.Tensor]:
         """Per item (suite order), the [layer, head, option] scores: what the tests compare with a reference."""
-        return [self._scores[score][(shots, i)] for i in range(len(self._items))]
+        return [self._scores[score][(shots, i)] for i in range(len(self._answers))]
 
     def split(self) -> tuple[list[int], list[int]]:
         """Validation and held-out item indices (seeded permutation; the same for every shot count)."""
-        order = list(range(len(self._items)))
+        order = list(range(len(self._answers)))
         random.Random(self.params.seed).shuffle(order)
         n_val = min(max(1, round(self.params.val_fraction * len(order))), len(order) - 1)
         return sorted(order[:n_val]), sorted(order[n_val:])
@@ -167,7 +174,7 @@ class SelectAndCopyAnalyzer(Analyzer):
     def results(self) -> list[HeadValue]:
         L, H = self._spec.n_layers, self._spec.n_heads
         val, test = self.split()
-        answers = torch.tensor([item.answer for item in self._items])
+        answers = torch.tensor(self._answers)
         rows: list[HeadValue] = []
         for shots in self.params.shots:
             sfx = _suffix(shots)
@@ -177,14 +184,12 @@ class SelectAndCopyAnalyzer(Analyzer):
                 margin = torch.stack([_margin(s) for s in stacked])  # [item, L, H]
                 acc, acc_val, acc_test = correct.mean(0), correct[val].mean(0), correct[test].mean(0)
                 mean_margin = margin.mean(0)
-                for layer in range(L):
-                    for head in range(H):
-                        rows += [
-                            HeadValue(layer, head, f"{score}_accuracy{sfx}", float(acc[layer, head]), len(answers)),
-                            HeadValue(layer, head, f"{score}_val_accuracy{sfx}", float(acc_val[layer, head]), len(val)),
-                            HeadValue(layer, head, f"{score}_test_accuracy{sfx}", float(acc_test[layer, head]), len(test)),
-                            HeadValue(layer, head, f"{score}_margin{sfx}", float(mean_margin[layer, head]), len(answers)),
-                        ]
+                rows += head_rows({
+                    f"{score}_accuracy{sfx}": (acc, len(answers)),
+                    f"{score}_val_accuracy{sfx}": (acc_val, len(val)),
+                    f"{score}_test_accuracy{sfx}": (acc_test, len(test)),
+                    f"{score}_margin{sfx}": (mean_margin, len(answers)),
+                })
                 # best head: highest validation accuracy, ties broken by validation margin, then by index
                 flat_val, flat_margin = acc_val.flatten(), margin[val].mean(0).flatten()
                 best = max(range(L * H), key=lambda i: (float(flat_val[i]), float(flat_margin[i]), -i))
@@ -197,7 +202,7 @@ class SelectAndCopyAnalyzer(Analyzer):
                     HeadValue(-1, -1, f"best_{score}_test_accuracy{sfx}", float(acc_test[bl, bh]), len(test)),
                 ]
                 rows += _letter_shares(f"best_{score}", preds, sfx)
-            baseline = [self._baseline[(shots, i)] for i in range(len(self._items))]
+            baseline = [self._baseline[(shots, i)] for i in range(len(self._answers))]
             base_pred = torch.stack([b.argmax() for b in baseline])
             base_correct = (base_pred == answers).double()
             rows += [
@@ -207,7 +212,7 @@ class SelectAndCopyAnalyzer(Analyzer):
             ]
             rows += _letter_shares("baseline", base_pred, sfx)
             rows.append(HeadValue(-1, -1, f"answer_share_A{sfx}", float((answers == 0).double().mean()), len(answers)))
-        rows.append(HeadValue(-1, -1, "n_items", float(len(self._items)), len(self._items)))
+        rows.append(HeadValue(-1, -1, "n_items", float(len(self._answers)), len(self._answers)))
         return rows
 
 

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 import torch
 
-from headscope.analyzers.base import Analyzer, HeadValue, RunningMoments, ScanContext
+from headscope.analyzers.base import HeadValue, RunningMoments, ScanContext, StreamingAnalyzer, head_rows
 from headscope.analyzers.sink_math import ColumnStats, default_scale, stats_from_pattern, stats_from_qk
-from headscope.engine import LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.engine import LayerActivations, Needs, ProbeBatch
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.natural_text import natural_text_suite
@@ -62,7 +62,7 @@ class SinkParams:
     dataset_column: str = "text"
 
 
-class SinkAnalyzer(Analyzer):
+class SinkAnalyzer(StreamingAnalyzer):
     """Per head: first-token sink score and rate, hidden sinks, row entropy, output norm, dormant score."""
 
     name = "sinks"
@@ -79,6 +79,15 @@ class SinkAnalyzer(Analyzer):
         "output_norm_rel",
         "dormant_score",
         "is_dormant",
+        "sink_heads",  # model-level rows from here on
+        "n_sequences",
+        "hidden_sink_token[{token}]",
+        "massive_max_abs.L{layer}",
+        "massive_ratio.L{layer}",
+        "massive_norm_ratio.L{layer}",
+        "massive_top_is_first.L{layer}",
+        "massive_outliers.L{layer}",
+        "massive_outliers_on_sinks.L{layer}",
     )
     description = "attention parked on the first token (Gu et al.), hidden sinks (ACT), dormant heads, massive activations"
 
@@ -98,7 +107,6 @@ class SinkAnalyzer(Analyzer):
             )
         if p.seq_len > ctx.spec.n_ctx:
             raise HeadscopeError(f"sinks.seq_len {p.seq_len} exceeds the model's context {ctx.spec.n_ctx}: lower it")
-        self._tokenizer = ctx.tokenizer
         return natural_text_suite(
             ctx.tokenizer,
             seq_len=p.seq_len,
@@ -110,8 +118,9 @@ class SinkAnalyzer(Analyzer):
             column=p.dataset_column,
         )
 
-    def start(self, spec: ModelSpec) -> None:
-        self._spec = spec
+    def start(self, ctx: ScanContext, suite: TokenSuite) -> None:
+        spec = self._spec = ctx.spec
+        self._tokenizer = ctx.tokenizer
         self._scale = self.params.attn_scale or default_scale(spec.d_head)
         n_l, n_h = spec.n_layers, spec.n_heads
         self._alpha0 = RunningMoments(n_l, n_h)  # per-sample alpha at the first real token
@@ -216,11 +225,7 @@ class SinkAnalyzer(Analyzer):
             "dormant_score": alpha0 * (1.0 - out_rel).clamp(min=0.0, max=1.0),
             "is_dormant": ((entropy < p.dormant_entropy) & (alpha0 > p.epsilon)).double(),
         }
-        rows: list[HeadValue] = []
-        for layer in range(alpha0.shape[0]):
-            for head in range(alpha0.shape[1]):
-                for metric, table in per_head.items():
-                    rows.append(HeadValue(layer, head, metric, float(table[layer, head]), int(n[layer])))
+        rows = head_rows({metric: (table, n) for metric, table in per_head.items()})
         total = int(n.max()) if len(n) else 0
         rows.append(HeadValue(-1, -1, "sink_rate", float(self._sinks.mean().mean()), total))
         rows.append(HeadValue(-1, -1, "sink_heads", float((self._sinks.mean() > 0.5).sum()), total))

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from headscope.atomic import atomic_write
 from headscope.atlas.schema import COLUMNS, METADATA_KEY, SCHEMA, SCHEMA_VERSION
 from headscope.errors import HeadscopeError
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
     """Write `frame` as Parquet at `path`: to a temp file beside it, fsync, then rename over."""
-    target = Path(path)
-    if target.is_dir():
-        raise HeadscopeError(f"'{target}' is a folder: give a file name such as atlas.parquet")
     table = frame_to_table(frame).replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; shared files follow the umask
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(path, lambda temp: pq.write_table(table, temp, compression="zstd", write_page_checksum=True))
 
 
 def frame_to_table(frame: pd.DataFrame) -> pa.Table:
@@ -109,9 +93,3 @@ def _check_values(frame: pd.DataFrame, source: Path) -> None:
     )
     if bad.any():
         raise HeadscopeError(f"'{source}' has {int(bad.sum())} rows with impossible layer/head indices: the atlas was altered")
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

@@ -1,9 +1,12 @@
-"""Head ablations as engine interventions, including a different head set for every row of one batch.
+"""Knocking out heads, the one vocabulary: engine interventions, including a different head set for every batch row.
 
 Modes (Zhou et al. 2024, "On the Role of Attention Heads in Large Language Model Safety"):
   "scale"  multiply the head's query by `eps` before the rotary embedding, so its attention becomes near-uniform
            over the visible keys: the paper's ablation (ydyjya/SafetyHeadAttribution, `mask_type="scale_mask"`,
            `mask_qkv=['q']`; scale 1e-4 for Ships, 1e-5 for Sahara).
+  "uniform" zero the head's query (after the rotary embedding), so its attention is uniform over the visible keys:
+           the retrieval-head paper's masking (nightdessert/Retrieval_Head, `faiss_attn/source/modeling_llama.py`:
+           `query_states[:, h] = 0` for heads in `block_list`).
   "zero"   set the head's output z to 0 (classic zero-ablation).
   "mean"   set the head's output z to its mean over a reference set of prompts (`head_output_means`).
 Per-row head sets let one forward pass test many ablations of one prompt (row i ablates `head_sets[i]`; a row
@@ -20,12 +23,12 @@ from typing import Collection, Iterable, Iterator, Sequence
 
 import torch
 
-from headscope.engine import Backend, Intervention, LayerActivations, ModelSpec, Needs, ProbeBatch
+from headscope.engine import Backend, Head, Intervention, LayerActivations, ModelSpec, Needs, ProbeBatch
 from headscope.engine.intervention import PHASES
 from headscope.errors import HeadscopeError
 
-ABLATION_MODES = ("scale", "zero", "mean")
-Head = tuple[int, int]
+ABLATION_MODES = ("scale", "uniform", "zero", "mean")
+_TENSOR = {"scale": "q_raw", "uniform": "q", "zero": "z", "mean": "z"}  # the tensor each mode edits
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class HeadAblation:
 
     @property
     def tensor(self) -> str:
-        return "q_raw" if self.mode == "scale" else "z"
+        return _TENSOR[self.mode]
 
 
 def _ablate(ablation: HeadAblation, layer: int, tensor: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,7 @@ def _ablate(ablation: HeadAblation, layer: int, tensor: torch.Tensor, hit: torch
     hit = hit.to(tensor.device)
     if ablation.mode == "scale":
         return tensor * torch.where(hit, ablation.eps, 1.0).to(tensor.dtype)  # x * 1.0 == x: other heads stay exact
-    if ablation.mode == "zero":
+    if ablation.mode in ("zero", "uniform"):
         return tensor.masked_fill(hit, 0.0)
     mean = ablation.means[layer].to(tensor.device, tensor.dtype)[None, :, None, :]  # [1, head, 1, d_head]
     return torch.where(hit, mean, tensor)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headscope.engine import Backend, Needs
-from headscope.probes.request_prompts import end_of_turn_id, request_prompt_ids
+from headscope.probes.request_prompts import answer_stop_ids, request_prompt_ids
 
 
 @dataclass
@@ -23,20 +23,12 @@ class RefusalEval:
     harmless_responses: list[str] = field(default_factory=list)
 
 
-def stop_ids(tokenizer: Any) -> list[int]:
-    """An answer ends at the end-of-turn token (e.g. <|im_end|>) or EOS."""
-    ids = {end_of_turn_id(tokenizer)}
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return sorted(ids)
-
-
 def generate_responses(
     backend: Backend, requests: list[str], *, max_new_tokens: int = 32, style: str = "chat"
 ) -> list[str]:
     """Greedy response to each request, formatted as the model is served (`request_prompt_ids`), special tokens dropped."""
     tokenizer: Any = backend.tokenizer
-    stops = stop_ids(tokenizer)
+    stops = answer_stop_ids(tokenizer)
     responses = []
     for request in requests:
         prompt = request_prompt_ids(tokenizer, request, style=style)

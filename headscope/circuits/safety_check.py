@@ -13,11 +13,10 @@ from typing import Any, Sequence
 
 from headscope.circuits.ablation import HeadAblation, ablate_heads, random_head_sets
 from headscope.circuits.refusal import generate_responses
-from headscope.engine import Backend
+from headscope.engine import Backend, Head
 from headscope.errors import HeadscopeError
 from headscope.probes.safety import refusal_rate
 
-Head = tuple[int, int]
 
 
 @dataclass

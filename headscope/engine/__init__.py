@@ -6,12 +6,13 @@ from headscope.engine.batch import ProbeBatch, pad_sequences
 from headscope.engine.intervention import HeadEdit, Intervention
 from headscope.engine.loading import load_backend
 from headscope.engine.recorder import LayerConsumer, Recorder
-from headscope.engine.spec import ModelSpec
+from headscope.engine.spec import Head, ModelSpec
 from headscope.engine.weights import ModelWeights, weights_from_hf
 
 __all__ = [
     "Backend",
     "DecodeResult",
+    "Head",
     "HeadEdit",
     "Intervention",
     "LayerActivations",

@@ -1,10 +1,37 @@
-"""What one layer hands an analyzer: per-head tensors, alive only for the duration of the call."""
+"""What one layer hands an analyzer: per-head tensors, alive only for the duration of the call.
+
+`TENSOR_KINDS` is the one table of tensor kinds: `Needs` has one flag per kind, `LayerActivations` one field per
+kind, interventions may edit the per-head kinds, and each backend maps every kind to where it reads it
+(docs/developing.md, "Adding a tensor kind"). tests/engine/test_tensor_kinds.py keeps them in step.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+
+@dataclass(frozen=True)
+class TensorKind:
+    name: str
+    shape: str
+    per_head: bool  # split by head: interventions may edit it head by head
+    meaning: str
+
+
+TENSOR_KINDS: tuple[TensorKind, ...] = (
+    TensorKind("pattern", "[batch, head, query, key]", True, "post-softmax attention (query = selected rows with rows_only)"),
+    TensorKind("q", "[batch, head, pos, d_head]", True, "queries after the rotary embedding"),
+    TensorKind("k", "[batch, kv_head, pos, d_head]", True, "keys after the rotary embedding"),
+    TensorKind("q_raw", "[batch, head, pos, d_head]", True, "queries before the rotary embedding (after a q norm)"),
+    TensorKind("k_raw", "[batch, kv_head, pos, d_head]", True, "keys before the rotary embedding (after a k norm)"),
+    TensorKind("v", "[batch, kv_head, pos, d_head]", True, "values"),
+    TensorKind("z", "[batch, head, pos, d_head]", True, "per-head output, the input of the output projection"),
+    TensorKind("resid_pre", "[batch, pos, d_model]", False, "residual stream entering the layer"),
+)
+KINDS: tuple[str, ...] = tuple(kind.name for kind in TENSOR_KINDS)
+HEAD_KINDS: tuple[str, ...] = tuple(kind.name for kind in TENSOR_KINDS if kind.per_head)
 
 
 @dataclass(frozen=True)
@@ -28,33 +55,22 @@ class Needs:
     logits: bool = False
 
     def __or__(self, other: "Needs") -> "Needs":
+        wanted = {f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)}
         # rows_only survives only if every consumer that wants patterns asked for rows only
         rows_only = (self.rows_only or not self.pattern) and (other.rows_only or not other.pattern)
-        return Needs(
-            pattern=self.pattern or other.pattern,
-            rows_only=rows_only and (self.pattern or other.pattern),
-            q=self.q or other.q,
-            k=self.k or other.k,
-            q_raw=self.q_raw or other.q_raw,
-            k_raw=self.k_raw or other.k_raw,
-            v=self.v or other.v,
-            z=self.z or other.z,
-            resid_pre=self.resid_pre or other.resid_pre,
-            logits=self.logits or other.logits,
-        )
+        wanted["rows_only"] = rows_only and wanted["pattern"]
+        return Needs(**wanted)
+
+    def kinds(self) -> tuple[str, ...]:
+        """The tensor kinds asked for, in table order."""
+        return tuple(kind for kind in KINDS if getattr(self, kind))
 
 
 @dataclass
 class LayerActivations:
-    """One layer's requested tensors, in fp32 on the model's device.
+    """One layer's requested tensors, in fp32 on the model's device; shapes as in `TENSOR_KINDS`.
 
-    Shapes (GQA: k and v have `n_kv_heads`; query head h reads kv head `h // group_size`):
-      pattern   [batch, head, query, key]   (query = selected rows when rows_only)
-      q         [batch, head, pos, d_head]   after rotary embedding
-      k, v      [batch, kv_head, pos, d_head] (k after rotary embedding)
-      q_raw, k_raw  as q and k, before the rotary embedding
-      z         [batch, head, pos, d_head]   per-head output, the input of the output projection
-      resid_pre [batch, pos, d_model]
+    GQA: k and v have `n_kv_heads`; query head h reads kv head `h // group_size`.
     """
 
     layer: int

@@ -11,13 +11,12 @@ from typing import Callable
 
 import torch
 
-# (layer, tensor) -> tensor of the same shape. Layout as in LayerActivations:
-#   q, q_raw, z       [batch, head, pos, d_head]
-#   k, k_raw, v       [batch, kv_head, pos, d_head]
-#   pattern           [batch, head, query, key]
+from headscope.engine.activations import HEAD_KINDS
+
+# (layer, tensor) -> tensor of the same shape, laid out as the kind's shape in TENSOR_KINDS
 HeadEdit = Callable[[int, torch.Tensor], torch.Tensor]
 
-TENSORS = ("q", "k", "q_raw", "k_raw", "v", "z", "pattern")
+TENSORS = HEAD_KINDS  # the per-head tensor kinds an intervention may edit
 PHASES = ("forward", "prefill", "decode")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+Head = tuple[int, int]  # (layer, head): how every analyzer, circuit and intervention names one attention head
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -95,8 +95,7 @@ class TransformerLensBackend:
         """Forward hooks that apply the active interventions of `phase`, in the heads-first layout."""
         # q_raw/k_raw are edited where they are read: after a q/k norm (whose scale invariance would otherwise
         # undo e.g. a query scaling), before the rotary embedding.
-        points = {"q": self._q_hook, "k": self._k_hook, "q_raw": self._q_raw_hook, "k_raw": self._k_raw_hook,
-                  "v": "attn.hook_v", "z": "attn.hook_z", "pattern": "attn.hook_pattern"}
+        points = self._hook_points()
         heads_first_already = {"pattern"} | ({"q_raw", "k_raw"} if self._q_raw_hook.endswith("_normed") else set())
         hooks: list[tuple[str, Callable]] = []
         for item in self._interventions:
@@ -111,6 +110,11 @@ class TransformerLensBackend:
 
             hooks.extend((f"blocks.{layer}.{points[item.tensor]}", hook) for layer in item.layers)
         return hooks
+
+    def _hook_points(self) -> dict[str, str]:
+        """Where the bridge exposes each tensor kind of TENSOR_KINDS (per block)."""
+        return {"pattern": "attn.hook_pattern", "q": self._q_hook, "k": self._k_hook, "q_raw": self._q_raw_hook,
+                "k_raw": self._k_raw_hook, "v": "attn.hook_v", "z": "attn.hook_z", "resid_pre": "hook_resid_pre"}
 
     def _layer_hooks(
         self,
@@ -155,23 +159,10 @@ class TransformerLensBackend:
             on_layer(LayerActivations(layer=layer, step=step[0], **fields))
             return None
 
-        wanted: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
-        if needs.resid_pre:
-            wanted.append(("hook_resid_pre", "resid_pre", lambda t: t))
-        if needs.q:
-            wanted.append((self._q_hook, "q", heads_first))
-        if needs.k:
-            wanted.append((self._k_hook, "k", heads_first))
-        if needs.q_raw:
-            wanted.append((self._q_raw_hook, "q_raw", self._raw_layout))
-        if needs.k_raw:
-            wanted.append((self._k_raw_hook, "k_raw", self._raw_layout))
-        if needs.v:
-            wanted.append(("attn.hook_v", "v", heads_first))
-        if needs.pattern:
-            wanted.append(("attn.hook_pattern", "pattern", pattern_rows))
-        if needs.z:
-            wanted.append(("attn.hook_z", "z", heads_first))
+        layouts = {"pattern": pattern_rows, "q_raw": self._raw_layout, "k_raw": self._raw_layout,
+                   "resid_pre": lambda t: t}  # every other kind arrives [batch, pos, head, d]
+        points = self._hook_points()
+        wanted = [(points[kind], kind, layouts.get(kind, heads_first)) for kind in needs.kinds()]
 
         hooks: list[tuple[str, Callable]] = []
         for layer in range(self.spec.n_layers):

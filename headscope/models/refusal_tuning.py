@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from headscope.atomic import atomic_folder
 from headscope.errors import HeadscopeError
 from headscope.probes.request_prompts import end_of_turn_id
 
@@ -211,19 +209,12 @@ def tune_for_refusal(
 
 
 def _save_atomically(model: Any, tokenizer: Any, out_dir: Path, key: str) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    staging.chmod(0o755)
-    try:
+    def fill(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / ".complete").write_text(key + "\n")
-        if out_dir.exists():  # an older build (another recipe) or a stale folder
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    atomic_folder(out_dir, fill)
 
 
 def built_hash(out_dir: str | Path) -> str | None:

@@ -17,6 +17,7 @@ from headscope.errors import HeadscopeError
 PROMPT_STYLES = ("chat", "query", "plain")
 QUERY_TEMPLATE = "## Query:{q}\n## Answer:"
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
+END_OF_TEXT_TOKENS = ("<|endoftext|>",)
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -57,3 +58,30 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if tokenizer.eos_token_id is None:
         raise HeadscopeError("the tokenizer has neither an end-of-turn nor an EOS token: cannot mark where answers end")
     return int(tokenizer.eos_token_id)
+
+
+def answer_stop_ids(tokenizer: Any, *, end_of_turn: bool = True, newline: bool = False) -> list[int]:
+    """The one rule for where a generated answer ends (retrieval, lookback, refusal evaluation).
+
+    `end_of_turn`: EOS and every end-of-turn / end-of-text token the vocabulary holds (<|im_end|>, <|eot_id|>,
+    <end_of_turn>, <|end|>, <|endoftext|>). `newline`: also every token whose text holds a newline (the
+    retrieval-head paper stops at the newline).
+    """
+    ids = set(_newline_ids(tokenizer)) if newline else set()
+    if end_of_turn:
+        if isinstance(getattr(tokenizer, "eos_token_id", None), int):
+            ids.add(tokenizer.eos_token_id)
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        ids.update(vocab[t] for t in END_OF_TURN_TOKENS + END_OF_TEXT_TOKENS if t in vocab)
+    return sorted(ids)
+
+
+_NEWLINES: dict[int, tuple[int, ...]] = {}
+
+
+def _newline_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Every token whose text holds a newline (decoded once per tokenizer)."""
+    if id(tokenizer) not in _NEWLINES:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _NEWLINES[id(tokenizer)] = tuple(i for i, text in enumerate(texts) if "\n" in text)
+    return _NEWLINES[id(tokenizer)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
 
 from headscope.atlas import Atlas
+from headscope.atomic import atomic_write_text
 from headscope.errors import HeadscopeError
 from headscope.viewers.figures import (
     compare_map,
@@ -87,22 +86,4 @@ def render_report(atlas: Atlas, compare: Atlas | None = None, *, title: str | No
 
 def write_report(atlas: Atlas, path: str | Path, compare: Atlas | None = None) -> Path:
     """Write the report atomically to `path`; returns it."""
-    target = Path(path)
-    text = render_report(atlas, compare)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as sink:
-            sink.write(text)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; shared files follow the umask
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    return atomic_write_text(path, render_report(atlas, compare))

@@ -1,7 +1,8 @@
 """Role labels: one table of thresholds, keyed by the metric each analyzer writes.
 
 A head gets a role when its metric passes the threshold (or ranks in the top k). Roles whose metric is
-not in the atlas are skipped, so the table can name every analyzer's metric up front.
+not in the atlas are skipped, so the table can name every analyzer's metric up front. Every metric named here
+must match one an analyzer declares (tests/analyzers/test_metric_contract.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ class Role:
 
 ROLES: tuple[Role, ...] = (
     Role("retrieval", ("retrieval_score",), threshold=0.1, source="Wu et al. 2024: score > 0.1"),
-    Role("sink", ("sink_score", "first_token_sink_score", "sink_rate"), threshold=0.3, source="Gu et al. 2024: epsilon 0.3"),
+    Role("sink", ("sink_score",), threshold=0.3, source="Gu et al. 2024: epsilon 0.3"),
     Role("dormant", ("is_dormant",), threshold=0.5, source="active-dormant test (docs/analyzers/sinks.md)"),
-    Role("select-and-copy", ("qk_accuracy", "qk_score_accuracy", "select_copy_accuracy"), top_k=5, source="top 5 by accuracy"),
+    Role("select-and-copy", ("qk_accuracy_0shot", "qk_accuracy_3shot"), top_k=5, source="top 5 by QK-score accuracy"),
     Role("safety", ("ships_score",), top_k=10, source="Zhou et al. 2024: top 10 Ships heads"),
     Role("copying", ("maps_copying",), threshold=0.5, source="MAPS copying score > 0.5"),
     Role("induction", ("induction_score",), threshold=0.4, source="induction score > 0.4"),

@@ -214,7 +214,7 @@ def test_hub_loader_fails_offline_with_a_fix(monkeypatch):
 
 
 def test_scan_drives_decoding_and_writes_rows(tiny_llama_backend, tmp_path):
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     suite = tmp_path / "tiny_suite"
     suite.mkdir()
@@ -234,7 +234,7 @@ def test_scan_drives_decoding_and_writes_rows(tiny_llama_backend, tmp_path):
 def test_smollm2_answers_and_ratios(smollm2_backend):
     """The real model: two items, a few greedy tokens; the answer is text and every ratio is a share."""
     analyzer = LookbackLensAnalyzer(n_samples=2, max_new_tokens=4, n_bootstrap=0)
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     atlas = scan_backend(smollm2_backend, [analyzer], progress=False)
     ratio = atlas.frame[atlas.frame.metric == "lookback_ratio"]

@@ -19,7 +19,7 @@ import torch
 
 from headscope.analyzers.maps import MapsAnalyzer, MapsParams
 from headscope.engine import load_backend, weights_from_hf
-from headscope.scanner import scan_backend, side_output_path
+from headscope.scanning import scan_backend, scan_result, side_output_path
 from tiny_models import build_tiny_model
 
 
@@ -132,8 +132,8 @@ def test_blocked_scores_equal_full_map(tiny_llama_dir, tmp_path):
     backend = load_backend(str(tiny_llama_dir), quiet=True)
     # block_size 7 forces many partial blocks; sources repeat across pairs
     analyzer = MapsAnalyzer(suite=str(suite), block_size=7, k=10, k_copying=1, n_salient=3, n_mappings=2)
-    extras: dict = {}
-    atlas = scan_backend(backend, [analyzer], progress=False, side_outputs=extras)
+    result = scan_result(backend, [analyzer], progress=False)
+    atlas, extras = result.atlas, result.side_outputs
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     tok = backend.tokenizer
     for relation, k in (("rel_a", 10), ("rel_b_copying", 1)):

@@ -9,7 +9,7 @@ import torch
 from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer, ScanContext
 from headscope.engine import load_backend
 from headscope.probes import TokenSuite
-from headscope.scanner import scan_backend
+from headscope.scanning import scan_backend
 from planted import PLANTED, build_planted_gpt2
 from reference import hf_attentions, hf_eager
 

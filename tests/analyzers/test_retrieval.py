@@ -61,7 +61,7 @@ def _brute_force(model, prompt, sample, *, forced=None, max_new_tokens=8):
 
 def test_planted_copy_paste_head_scores_one_and_others_near_zero(planted_backend):
     analyzer = RetrievalAnalyzer(teacher_forcing=True)
-    analyzer.start(planted_backend.spec)
+    analyzer.reset(planted_backend.spec)
     analyzer.score_suite(planted_backend, _suite(3))
     scores = analyzer.mean_scores()
     assert len(analyzer._kept) == 3
@@ -79,7 +79,7 @@ def test_engine_matches_brute_force_eager_attentions(planted_backend, planted_di
     # planted model, teacher forcing: non-trivial scores
     model = AutoModelForCausalLM.from_pretrained(planted_dir, attn_implementation="eager").eval()
     analyzer = RetrievalAnalyzer(teacher_forcing=True)
-    analyzer.start(planted_backend.spec)
+    analyzer.reset(planted_backend.spec)
     suite = _suite(2)
     analyzer.score_suite(planted_backend, suite)
     for prompt, sample, log in zip(suite.sequences, suite.samples, analyzer.sample_log):
@@ -91,7 +91,7 @@ def test_engine_matches_brute_force_eager_attentions(planted_backend, planted_di
     # random model, greedy decoding: same tokens and the same argmax key wherever the row has a clear maximum
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     analyzer = RetrievalAnalyzer(max_new_tokens=6, rouge_threshold=-1.0)  # keep every sample
-    analyzer.start(tiny_llama_backend.spec)
+    analyzer.reset(tiny_llama_backend.spec)
     prompt, sample = needle_prompt(7)
     sample = {**sample, "needle_start": 1, "needle_end": len(prompt) - 1}  # the whole context counts as needle
     analyzer.score_suite(tiny_llama_backend, TokenSuite("random", [prompt], [sample]))
@@ -140,20 +140,20 @@ def test_smollm2_copy_heads_and_masking_them_breaks_retrieval(smollm2_backend):
     """One 1K-token prompt SmolLM2 answers (museum needle at 22% depth, seed 0): measured at 1K over 10 prompts,
     7 pass the ROUGE filter and masking the top-10 heads drops retrieval accuracy 0.70 -> 0.00 (random: 0.37)."""
     from headscope.analyzers.base import ScanContext
-    from headscope.analyzers.retrieval import stop_token_ids
+    from headscope.probes.request_prompts import answer_stop_ids
     from headscope.circuits import retrieval_masking_check
 
     analyzer = RetrievalAnalyzer(context_lengths=(1000,), n_samples=3, max_new_tokens=30)
     full = analyzer.build_suite(ScanContext(smollm2_backend.spec, smollm2_backend.tokenizer))
     assert full.samples[2]["needle_id"] == "museum-closed" and full.samples[2]["chat_template"]
     suite = TokenSuite(full.name, full.sequences[2:3], full.samples[2:3])
-    analyzer.start(smollm2_backend.spec)
+    analyzer.reset(smollm2_backend.spec)
     analyzer.score_suite(smollm2_backend, suite)
     assert analyzer.sample_log[0]["kept"], analyzer.sample_log[0]["response"]
     scores = analyzer.mean_scores()
     assert float(scores.max()) > 0.3  # some head copies a good share of the needle
     check = retrieval_masking_check(smollm2_backend, suite, scores, 10, random_sets=1, max_new_tokens=30,
-                                    stop_token_ids=stop_token_ids(smollm2_backend.tokenizer))
+                                    stop_token_ids=answer_stop_ids(smollm2_backend.tokenizer, newline=True))
     assert check.unmasked[0] > 0.5
     assert check.top[0] < 0.5 and check.top[0] <= check.random[0][0], (check.top, check.random)
 
@@ -178,7 +178,7 @@ def test_hub_source_offline_is_a_clear_error(monkeypatch):
 
 
 def test_parse_context_lengths():
-    from headscope.scanner import parse_lengths
+    from headscope.scanning import parse_lengths
 
     assert parse_lengths("1k,2k, 4k") == (1000, 2000, 4000)
     assert parse_lengths("1500,2.5k") == (1500, 2500)

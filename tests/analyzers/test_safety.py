@@ -90,8 +90,8 @@ PROMPTS = [[1, 12, 40, 41, 50, 7], [1, 60, 61, 12, 62, 63, 64], [1, 70, 71, 72, 
 
 def run_analyzer(backend, suite: str, **params) -> SafetyHeadAnalyzer:
     analyzer = SafetyHeadAnalyzer(source=suite, prompt_style="plain", n_samples=0, **params)
-    analyzer.start(backend.spec)
-    analyzer.drive(backend, ScanContext(backend.spec, backend.tokenizer))
+    ctx = ScanContext(backend.spec, backend.tokenizer)
+    analyzer.run(backend, analyzer.build_suite(ctx), ctx)
     return analyzer
 
 

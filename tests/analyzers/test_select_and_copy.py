@@ -93,7 +93,7 @@ def plant_copy_head(model: LlamaForCausalLM) -> None:
 
 def run_analyzer(model_dir: Path, suite: Path, *, batch_size: int = 5, padding_side: str = "right", **params):
     from headscope.engine import load_backend
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     backend = load_backend(str(model_dir), quiet=True)
     analyzer = SelectAndCopyAnalyzer(suite=str(suite), **params)
@@ -154,7 +154,7 @@ def test_matches_bruteforce_reference(random_model, suite_dir, padding_side):
     items, _ = load_mcqa(str(suite_dir), limit=6)
     for shots in (0, 1):
         for index in (0, 3, 5):
-            prompt = build_prompt(tokenizer, items[index], analyzer._demos(index, shots), bos_token_id=1)
+            prompt = build_prompt(tokenizer, items[index], analyzer._demos(items, index, shots), bos_token_id=1)
             ref = reference_scores(random_model, prompt.input_ids, prompt.option_positions)
             for score in ("qk", "qk_norope", "attn"):
                 got = analyzer.item_scores(score, shots)[index]
@@ -229,7 +229,7 @@ def test_shipped_suites_are_balanced():
 
 def test_smollm2_newline_tokens(smollm2_backend):
     """On the real model: options sit on the newline token (id 198), inside the chat template."""
-    from headscope.scanner import scan_backend
+    from headscope.scanning import scan_backend
 
     items, _ = load_mcqa("mcqa_synthetic", limit=4)
     prompt = build_prompt(smollm2_backend.tokenizer, items[0], chat_template=True)

@@ -14,7 +14,7 @@ from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.engine import Needs, load_backend, pad_sequences
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
-from headscope.scanner import scan_backend
+from headscope.scanning import scan_backend
 from tiny_models import build_tiny_model
 
 BOS, EOS = 1, 2
@@ -217,8 +217,9 @@ def test_smollm2_streaming_equals_patterns_and_known_sinks(smollm2_backend):
     """Real model, one forward: the q/k path equals TransformerLens' own patterns; known sink facts hold."""
     analyzer = SinkAnalyzer(n_samples=3, seq_len=48)
     ctx = ScanContext(smollm2_backend.spec, smollm2_backend.tokenizer, batch_size=3)
-    batch = pad_sequences(analyzer.build_suite(ctx).sequences, ctx.pad_token_id)
-    analyzer.start(smollm2_backend.spec)
+    suite = analyzer.build_suite(ctx)
+    batch = pad_sequences(suite.sequences, ctx.pad_token_id)
+    analyzer.start(ctx, suite)
     worst = []
 
     def on_layer(acts):

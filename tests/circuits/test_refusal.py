@@ -7,7 +7,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from headscope.circuits import mask_heads
-from headscope.circuits.refusal import generate_responses, refusal_eval, stop_ids
+from headscope.circuits.refusal import generate_responses, refusal_eval
+from headscope.probes.request_prompts import answer_stop_ids
 from headscope.engine import DecodeResult
 from headscope.probes.request_prompts import request_prompt_ids
 
@@ -74,4 +75,4 @@ def test_refusal_eval_counts_the_planted_refusals():
     assert result.harmful_responses == ["I'm sorry, but I can't help with that."] * 2 + ["Sure, here is a recipe."]
     assert result.harmless_responses == ["Sure, here is a recipe."] * 2
     assert abs(result.refusal_rate - 2 / 3) < 1e-9 and result.answer_rate == 1.0
-    assert backend.stops[0] == stop_ids(backend.tokenizer) == [2, 4]  # EOS and the template's end of turn
+    assert backend.stops[0] == answer_stop_ids(backend.tokenizer) == [2, 4]  # EOS and the template's end of turn

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headscope.engine import Needs, load_backend, pad_sequences
-from headscope.scanner import build_analyzers, scan_backend
+from headscope.scanning import build_analyzers, scan_backend
 
 pytestmark = pytest.mark.slow
 TOL = 1e-4

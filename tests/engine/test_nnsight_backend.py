@@ -12,7 +12,7 @@ from headscope.engine import Needs, load_backend, pad_sequences
 from headscope.engine.loading import choose_backend
 from headscope.engine.nnsight_backend import NNsightBackend
 from headscope.errors import HeadscopeError
-from headscope.scanner import build_analyzers, scan_backend
+from headscope.scanning import build_analyzers, scan_backend
 
 ALL = Needs(pattern=True, q=True, k=True, q_raw=True, k_raw=True, v=True, z=True, resid_pre=True, logits=True)
 FIELDS = ("pattern", "q", "k", "q_raw", "k_raw", "v", "z", "resid_pre")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer
-from headscope.scanner import scan_backend
+from headscope.scanning import scan_backend
 
 
 def test_spec_is_smollm2(smollm2_backend):

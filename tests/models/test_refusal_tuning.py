@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from headscope import atomic
 from headscope.errors import HeadscopeError
 from headscope.models import DERIVED_MODELS, canonical_alias, embedded, resolve_model
 from headscope.models import derived as derived_module
@@ -108,7 +109,7 @@ def test_interrupted_tuning_leaves_nothing(tiny_llama_dir, tmp_path, monkeypatch
     def crash_on_move(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(refusal_tuning.os, "replace", crash_on_move)  # the save itself fails at the last moment
+    monkeypatch.setattr(atomic.os, "replace", crash_on_move)  # the save itself fails at the last moment
     with pytest.raises(OSError):
         tune_for_refusal(tiny_llama_dir, tmp_path / "out" / "tuned", EXAMPLES, TINY, progress=False)
     assert list((tmp_path / "out").iterdir()) == []  # no target, no staging folder

@@ -1,0 +1,83 @@
+"""`headscope.scan`: settings and analyzers in, atlas out (and on disk, with its side outputs, when `out` is given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from headscope.atlas import Atlas
+from headscope.atomic import atomic_write_json
+from headscope.errors import HeadscopeError
+from headscope.models import DEFAULT_MODEL
+from headscope.scanning.cache import PartCache, parts_folder
+from headscope.scanning.execute import Executor, execute_scan
+from headscope.scanning.params import build_analyzers
+from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings
+
+
+def scan(
+    model: str = DEFAULT_MODEL,
+    analyzers: Sequence[str] | str = "classic",
+    *,
+    out: str | Path | None = None,
+    backend: str = "auto",
+    remote: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 8,
+    seq_len: int | None = None,
+    n_samples: int | None = None,
+    seed: int | None = None,
+    padding_side: str = "right",
+    params: dict[str, dict[str, Any]] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    resume: bool = False,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    progress: bool = True,
+    context_lengths: Sequence[int] | None = None,
+) -> Atlas:
+    """Scan `model` (embedded alias, local folder or hub id) and return its head atlas.
+
+    With `out`, the atlas is also written there (atomically) with each analyzer's side output beside it, and
+    finished tasks are kept in `<out>.parts/` until the atlas is written; `resume=True` reuses them after an
+    interruption. `ray_address` ("local" or a cluster address) runs the tasks on Ray workers. `backend` is auto,
+    transformer-lens or nnsight; `remote` runs the model on NDIF through nnsight.
+    """
+    shared = {"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
+              "context_lengths": tuple(context_lengths) if context_lengths else None}
+    built = build_analyzers(analyzers, shared=shared, params=params)
+    settings = RunSettings(model=model, backend=backend, device=device, dtype=dtype, remote=remote,
+                           batch_size=batch_size, padding_side=padding_side, shard_size=shard_size)
+    if resume and out is None:
+        raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
+    if remote and ray_address is not None:
+        raise HeadscopeError("--remote and --ray exclude each other: NDIF already runs the model remotely")
+    if out is not None and parts_folder(Path(out)).exists() and not resume:
+        raise HeadscopeError(f"{parts_folder(Path(out))} holds parts of an interrupted scan: add --resume to continue it, "
+                             "or delete the folder")
+    loaded = settings.load(quiet=not progress)
+    cache = PartCache(parts_folder(Path(out)), settings.fingerprint(loaded)) if out is not None else None
+    executor: Executor | None = None
+    if ray_address is not None:
+        from headscope.scanning.ray_executor import RayExecutor
+
+        executor = RayExecutor(ray_address, settings, workers=ray_workers)
+    try:
+        result = execute_scan(loaded, built, settings, progress=progress, cache=cache, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
+    if out is not None:
+        result.atlas.save(out)
+        for name, payload in result.side_outputs.items():
+            atomic_write_json(side_output_path(out, name), payload)
+        if cache is not None:
+            cache.remove()
+    return result.atlas
+
+
+def side_output_path(atlas_path: str | Path, analyzer: str) -> Path:
+    """Where an analyzer's extras go beside an atlas: atlas.parquet -> atlas.<analyzer>.json."""
+    path = Path(atlas_path)
+    return path.with_name(f"{path.stem}.{analyzer}.json")
