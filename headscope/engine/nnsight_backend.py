@@ -33,7 +33,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -71,6 +71,35 @@ class LayerSites:
     attention_path: str  # e.g. "model.layers.3.self_attn"
     attention_call: str  # e.g. "attention_interface_1"
     rotary_call: str | None  # "apply_rotary_pos_emb_0", or None without rotary (GPT-2)
+
+
+# Where each tensor kind of TENSOR_KINDS is read: a call site of the layer and the tensor's index in that site's
+# positional inputs (or outputs). Sites are listed in execution order, the order a trace must visit them in.
+SITES_IN_ORDER = ("layer_input", "rotary_input", "attention_input", "attention_output")
+KIND_READS: dict[str, tuple[str, int]] = {
+    "resid_pre": ("layer_input", 0),
+    "q_raw": ("rotary_input", 0),
+    "k_raw": ("rotary_input", 1),
+    "q": ("attention_input", 1),
+    "k": ("attention_input", 2),
+    "v": ("attention_input", 3),
+    "z": ("attention_output", 0),  # [batch, pos, head, d_head]: transposed to the table's layout
+    "pattern": ("attention_output", 1),
+}
+# Per-key kinds: while decoding, the attention call sees the whole cache; only this step's positions are handed over.
+PER_KEY_KINDS = frozenset({"k", "k_raw", "v"})
+
+
+def read_plan(kinds: Sequence[str], has_rotary: bool) -> list[tuple[str, str, int]]:
+    """(kind, site, index) for each kind, in execution order. Without a rotary call, the raw q/k are the
+    attention call's q/k (nothing rotates them)."""
+    plan = []
+    for kind in kinds:
+        site, index = KIND_READS[kind]
+        if site == "rotary_input" and not has_rotary:
+            site, index = KIND_READS[kind.removesuffix("_raw")]
+        plan.append((kind, site, index))
+    return sorted(plan, key=lambda item: SITES_IN_ORDER.index(item[1]))
 
 
 class NNsightBackend:
@@ -263,41 +292,23 @@ class NNsightBackend:
         """
         model = self.model
         logits = None
+        kinds = needs.kinds()
         with model.trace(encoding):
             for layer, sites in enumerate(self.sites):
                 acts: dict[str, torch.Tensor] = {}
-                if needs.resid_pre:
-                    acts["resid_pre"] = model.get(sites.layer_path).input.detach().float()
-                attention = model.get(sites.attention_path)
-                if (needs.q_raw or needs.k_raw) and sites.rotary_call is not None:
-                    rotary_args, _ = attention.source.node(sites.rotary_call).inputs
-                    if needs.q_raw:
-                        acts["q_raw"] = rotary_args[0].detach().float()
-                    if needs.k_raw:
-                        acts["k_raw"] = _last(rotary_args[1], new_positions).detach().float()
-                call = attention.source.node(sites.attention_call)
-                if needs.q or needs.k or needs.v or (sites.rotary_call is None and (needs.q_raw or needs.k_raw)):
-                    args, _ = call.inputs
-                    query, key, value = args[1], args[2], args[3]
-                    if needs.q:
-                        acts["q"] = query.detach().float()
-                    if needs.k:
-                        acts["k"] = _last(key, new_positions).detach().float()
-                    if needs.v:
-                        acts["v"] = _last(value, new_positions).detach().float()
-                    if sites.rotary_call is None and needs.q_raw:
-                        acts["q_raw"] = query.detach().float()
-                    if sites.rotary_call is None and needs.k_raw:
-                        acts["k_raw"] = _last(key, new_positions).detach().float()
-                if needs.pattern or needs.z:
-                    attn_output, attn_weights = call.output[0], call.output[1]
-                    if needs.z:
-                        acts["z"] = attn_output.detach().transpose(1, 2).float()
-                    if needs.pattern:
-                        pattern = attn_weights.detach().float()
+                read = _site_reader(model, sites)
+                for kind, site, index in read_plan(kinds, sites.rotary_call is not None):
+                    tensor = read(site)[index].detach().float()
+                    if kind in PER_KEY_KINDS:
+                        tensor = _last(tensor, new_positions)
+                    elif kind == "z":
+                        tensor = tensor.transpose(1, 2)
+                    elif kind == "pattern":
                         if n_keys is not None:  # decoding: sliding-window layers see only the window
-                            pattern = pad_to_keys(pattern, n_keys)
-                        acts["pattern"] = select_rows(pattern, rows) if rows is not None else pattern
+                            tensor = pad_to_keys(tensor, n_keys)
+                        if rows is not None:
+                            tensor = select_rows(tensor, rows)
+                    acts[kind] = tensor
                 on_layer(LayerActivations(layer=layer, step=step, **acts))
                 del acts
             if needs.logits:
@@ -426,51 +437,37 @@ def remote_trace(
     Every requested tensor is saved per layer (row-selected on the server when `rows` is given) and comes
     back in one result: {"layers": [ {field: tensor} per layer ], "logits": tensor | None}.
     """
-    paths = [(s.layer_path, s.attention_path, s.attention_call, s.rotary_call) for s in sites]
-    want_q, want_k, want_v = needs.q, needs.k, needs.v
-    want_q_raw, want_k_raw = needs.q_raw, needs.k_raw
-    want_pattern, want_z, want_resid, want_logits = needs.pattern, needs.z, needs.resid_pre, needs.logits
+    # plain data only inside the trace body: it is serialized for NDIF
+    plans = [(s.layer_path, s.attention_path, s.attention_call, s.rotary_call,
+              read_plan(needs.kinds(), s.rotary_call is not None)) for s in sites]
+    want_logits = needs.logits
     import nnsight
 
     kwargs: dict[str, Any] = {"backend": backend} if backend is not None else {"remote": remote}
     with model.trace(encoding, **kwargs):
         layers = nnsight.save(list())
-        for layer_path, attention_path, attention_call, rotary_call in paths:
+        for layer_path, attention_path, attention_call, rotary_call, plan in plans:
             fields = dict()
-            if want_resid:
-                fields["resid_pre"] = model.get(layer_path).input.detach().cpu()
-            attention = model.get(attention_path)
-            if (want_q_raw or want_k_raw) and rotary_call is not None:
-                rotary_args = attention.source.node(rotary_call).inputs[0]
-                if want_q_raw:
-                    fields["q_raw"] = rotary_args[0].detach().cpu()
-                if want_k_raw:
-                    fields["k_raw"] = rotary_args[1].detach().cpu()
-            call = attention.source.node(attention_call)
-            if want_q or want_k or want_v or (rotary_call is None and (want_q_raw or want_k_raw)):
-                args = call.inputs[0]
-                if want_q:
-                    fields["q"] = args[1].detach().cpu()
-                if want_k:
-                    fields["k"] = args[2].detach().cpu()
-                if want_v:
-                    fields["v"] = args[3].detach().cpu()
-                if rotary_call is None and want_q_raw:
-                    fields["q_raw"] = args[1].detach().cpu()
-                if rotary_call is None and want_k_raw:
-                    fields["k_raw"] = args[2].detach().cpu()
-            if want_pattern or want_z:
-                output = call.output
-                if want_z:
-                    fields["z"] = output[0].detach().transpose(1, 2).cpu()
-                if want_pattern:
-                    pattern = output[1].detach()
-                    if rows is not None:
-                        index = rows.to(pattern.device)[:, None, :, None].expand(
-                            pattern.shape[0], pattern.shape[1], rows.shape[1], pattern.shape[3]
-                        )
-                        pattern = pattern.gather(2, index)
-                    fields["pattern"] = pattern.cpu()
+            values = dict()
+            for kind, site, index in plan:
+                if site not in values:
+                    if site == "layer_input":
+                        values[site] = (model.get(layer_path).input,)
+                    elif site == "rotary_input":
+                        values[site] = model.get(attention_path).source.node(rotary_call).inputs[0]
+                    elif site == "attention_input":
+                        values[site] = model.get(attention_path).source.node(attention_call).inputs[0]
+                    else:
+                        values[site] = model.get(attention_path).source.node(attention_call).output
+                tensor = values[site][index].detach()
+                if kind == "z":
+                    tensor = tensor.transpose(1, 2)
+                if kind == "pattern" and rows is not None:
+                    index_rows = rows.to(tensor.device)[:, None, :, None].expand(
+                        tensor.shape[0], tensor.shape[1], rows.shape[1], tensor.shape[3]
+                    )
+                    tensor = tensor.gather(2, index_rows)
+                fields[kind] = tensor.cpu()
             layers.append(fields)
         logits = model.output.logits.detach().cpu().save() if want_logits else None
     return {"layers": layers, "logits": logits}
@@ -609,6 +606,27 @@ def _refuse_unread_paths(module: torch.nn.Module) -> None:
             "this GPT-2 config sets reorder_and_upcast_attn, which bypasses the attention interface the "
             "nnsight backend reads: set it to false in config.json or use `--backend transformer-lens`"
         )
+
+
+def _site_reader(model: Any, sites: LayerSites) -> Callable[[str], Sequence[Any]]:
+    """Reads each call site of one layer once (a traced value may be requested only once), as a sequence
+    indexed as in KIND_READS."""
+    attention = model.get(sites.attention_path)
+    seen: dict[str, Sequence[Any]] = {}
+
+    def read(site: str) -> Sequence[Any]:
+        if site not in seen:
+            if site == "layer_input":
+                seen[site] = (model.get(sites.layer_path).input,)
+            elif site == "rotary_input":
+                seen[site] = attention.source.node(sites.rotary_call).inputs[0]
+            elif site == "attention_input":
+                seen[site] = attention.source.node(sites.attention_call).inputs[0]
+            else:
+                seen[site] = attention.source.node(sites.attention_call).output
+        return seen[site]
+
+    return read
 
 
 def _last(tensor: torch.Tensor, n: int | None) -> torch.Tensor:

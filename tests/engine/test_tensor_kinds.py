@@ -39,3 +39,14 @@ def test_every_backend_hands_over_every_kind(tiny_llama_dir, backend_name):
     for acts in seen.values():
         missing = [kind for kind in KINDS if not isinstance(getattr(acts, kind), torch.Tensor)]
         assert not missing, f"{backend_name} did not hand over {missing}"
+
+
+def test_the_nnsight_read_table_covers_every_kind_in_execution_order():
+    from headscope.engine.nnsight_backend import KIND_READS, SITES_IN_ORDER, read_plan
+
+    assert set(KIND_READS) == set(KINDS)
+    plan = read_plan(KINDS, has_rotary=True)
+    assert [SITES_IN_ORDER.index(site) for _, site, _ in plan] == sorted(SITES_IN_ORDER.index(site) for _, site, _ in plan)
+    # without a rotary embedding (GPT-2) the raw q/k are the attention call's own q/k
+    flat = {kind: (site, index) for kind, site, index in read_plan(KINDS, has_rotary=False)}
+    assert flat["q_raw"] == flat["q"] == ("attention_input", 1) and flat["k_raw"] == flat["k"]
