@@ -13,9 +13,35 @@ from rich.table import Table
 
 from headscope.errors import HeadscopeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Head atlases for transformer language models.")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Head atlases for transformer language models.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+class Interrupted(Exception):
+    """Ctrl-C, carrying the one line that says what was kept (typer would turn a bare Ctrl-C into a silent 130)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from headscope._version import version_line
+
+        console.print(version_line(), highlight=False, soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="print headscope's version and those of the libraries it drives, then exit",
+    ),
+) -> None:
+    """Head atlases for transformer language models."""
+    if ctx.invoked_subcommand is None:  # `headscope` alone: the help, as a successful answer
+        console.print(ctx.get_help(), highlight=False)
+        raise typer.Exit()
 
 
 @app.command()
@@ -47,26 +73,29 @@ def scan(
     from headscope.scanning import scan as run_scan
     from headscope.summary import print_summary
 
-    atlas = run_scan(
-        model,
-        analyzers,
-        out=out,
-        backend=backend,
-        remote=remote,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        n_samples=n_samples,
-        seed=seed,
-        params=parse_param_overrides(param),
-        shard_size=shard_size,
-        resume=resume,
-        ray_address=ray,
-        ray_workers=ray_workers,
-        progress=not quiet,
-        context_lengths=parse_lengths(context_lengths) if context_lengths else None,
-    )
+    try:
+        atlas = run_scan(
+            model,
+            analyzers,
+            out=out,
+            backend=backend,
+            remote=remote,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            n_samples=n_samples,
+            seed=seed,
+            params=parse_param_overrides(param),
+            shard_size=shard_size,
+            resume=resume,
+            ray_address=ray,
+            ray_workers=ray_workers,
+            progress=not quiet,
+            context_lengths=parse_lengths(context_lengths) if context_lengths else None,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(_what_was_kept(out)) from None
     print_summary(atlas, k=top, console=console)
     console.print(f"wrote {len(atlas)} rows to {out}")
     from headscope.scanning import side_output_path
@@ -197,26 +226,40 @@ def _optional_ray_address(argv: list[str]) -> list[str]:
     return out
 
 
+def _what_was_kept(out: Path) -> str:
+    """The line printed on Ctrl-C during a scan: finished parts stay next to --out for --resume."""
+    from headscope.parts import parts_folder
+
+    folder = parts_folder(Path(out))
+    kept = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")] if folder.is_dir() else []
+    if not kept:
+        return "interrupted: nothing was written"
+    return (
+        f"interrupted: {len(kept)} finished part file(s) kept in {folder}; "
+        "run the same command with --resume to continue"
+    )
+
+
 def main() -> None:
-    """Entry point: user mistakes print one line and exit 2; no traceback wall."""
+    """Entry point with click's own standalone handling: usage errors print the usage line, a "Try ... --help"
+    hint and close matches, exit 2. User mistakes (HeadscopeError) print one line, exit 2; Ctrl-C says what
+    was kept, exit 130; anything unexpected one line, exit 1 (HEADSCOPE_DEBUG=1 for the traceback)."""
     try:
-        app(args=_optional_ray_address(sys.argv[1:]), standalone_mode=False)
+        app(args=_optional_ray_address(sys.argv[1:]), prog_name="headscope", standalone_mode=True)
     except HeadscopeError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: nothing was written")
+    except Interrupted as err:
+        err_console.print(str(err), highlight=False, soft_wrap=True, markup=False)
         sys.exit(130)
-    except Exception as err:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
+    except SystemExit as done:
+        if done.code == 130:  # typer's answer to Ctrl-C outside a scan: nothing is half-written (atomic writes)
+            err_console.print("interrupted: nothing was written", highlight=False)
+        raise
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing was written", highlight=False)
+        sys.exit(130)
+    except Exception as err:
         if os.environ.get("HEADSCOPE_DEBUG"):
             raise
         err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {err} (set HEADSCOPE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
