@@ -228,7 +228,7 @@ def _optional_ray_address(argv: list[str]) -> list[str]:
 
 def _what_was_kept(out: Path) -> str:
     """The line printed on Ctrl-C during a scan: finished parts stay next to --out for --resume."""
-    from headscope.parts import parts_folder
+    from headscope.scanning.cache import parts_folder
 
     folder = parts_folder(Path(out))
     kept = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")] if folder.is_dir() else []
