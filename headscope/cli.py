@@ -127,11 +127,14 @@ def view(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a second atlas to compare with"),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="where to write the HTML report"),
 ) -> None:
-    """Write a self-contained HTML report (plotly.js embedded; opens with no network)."""
+    """Write the atlas explorer: one self-contained HTML page (plotly.js embedded; opens with no network)."""
     from headscope.atlas import read_atlas
     from headscope.viewers import write_report
 
-    written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None)
+    names = None
+    if compare is not None:  # label the panels by file: two scans of one model would otherwise look alike
+        names = (atlas_path.name, compare.name) if atlas_path.name != compare.name else (str(atlas_path), str(compare))
+    written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None, names=names)
     console.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MB)")
 
 

@@ -8,28 +8,66 @@ from typing import Iterable
 
 import pandas as pd
 
+from headscope.atlas.exemplars import exemplar_path, read_exemplars, write_exemplars
 from headscope.atlas.io import frame_to_table, read_table, write_table
 from headscope.atlas.schema import COLUMNS, ROW_KEY, SCHEMA_VERSION
 from headscope.errors import HeadscopeError
 
 
 class Atlas:
-    """What every head of one or more models does. Viewers and users see only this."""
+    """What every head of one or more models does. Viewers and users see only this.
 
-    def __init__(self, frame: pd.DataFrame, metadata: dict | None = None) -> None:
+    Attributes:
+        frame: the long rows (one per model, analyzer, metric, layer, head), provenance on every row.
+        metadata: provenance summary and `metric_docs` (each metric's declared meaning and direction).
+        exemplars: each head's attention pattern on short probe texts (`headscope.atlas.exemplars`), or None.
+    """
+
+    def __init__(self, frame: pd.DataFrame, metadata: dict | None = None, *, metric_docs: dict | None = None,
+                 exemplars: pd.DataFrame | None = None) -> None:
+        """Args:
+            frame: long rows with every column of `headscope.atlas.COLUMNS`.
+            metadata: as read from a file; built from `frame` when None.
+            metric_docs: {metric: {"analyzer", "meaning", "direction"}} from the analyzers' declarations.
+            exemplars: the exemplar table (see `headscope.atlas.exemplars`).
+        """
         # one set of dtypes whether built in memory or read from disk (the Arrow schema's)
         self.frame = frame_to_table(frame).to_pandas(ignore_metadata=True)
-        self.metadata = metadata if metadata is not None else _metadata_for(self.frame)
+        docs = metric_docs if metric_docs is not None else (metadata or {}).get("metric_docs", {})
+        self.metadata = metadata if metadata is not None else _metadata_for(self.frame, docs)
+        self.metadata["metric_docs"] = docs
+        self.exemplars = exemplars
 
-    # --- io -------------------------------------------------------------------------------
     @classmethod
     def read(cls, path: str | Path) -> "Atlas":
+        """Read a validated atlas file, and its exemplar table when one lies beside it.
+
+        Args:
+            path: the `.parquet` atlas written by `headscope scan` or `Atlas.save`.
+        Returns:
+            the Atlas; HeadscopeError (with the fix) when the file is missing, foreign or altered.
+        """
         frame, metadata = read_table(path)
-        return cls(frame, metadata)
+        beside = exemplar_path(path)
+        return cls(frame, metadata, exemplars=read_exemplars(beside) if beside.is_file() else None)
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically: a crash leaves the old file or none, never half an atlas."""
-        return write_table(self.frame, path, _metadata_for(self.frame))
+        """Write atomically: a crash leaves the old file or none, never half an atlas.
+
+        Args:
+            path: where the atlas goes; its exemplars (if any) go beside it as `<stem>.exemplars.parquet`.
+        Returns:
+            the atlas path.
+        """
+        written = write_table(self.frame, path, _metadata_for(self.frame, self.metric_docs))
+        if self.exemplars is not None:
+            write_exemplars(self.exemplars, exemplar_path(path))
+        return written
+
+    @property
+    def metric_docs(self) -> dict[str, dict[str, str]]:
+        """{metric: {"analyzer", "meaning", "direction"}} as the analyzers declared them (empty for old atlases)."""
+        return self.metadata.get("metric_docs", {})
 
     # --- views ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -107,7 +145,11 @@ def merge_atlases(atlases: Iterable[Atlas]) -> Atlas:
             f"{len(clashes)} conflicting rows (same provenance, different values), e.g. {sample['model']} "
             f"L{sample['layer']}H{sample['head']} {sample['metric']}: re-scan one of them or merge them separately"
         )
-    return Atlas(combined.sort_values(["model", "analyzer", "metric", "layer", "head"]).reset_index(drop=True))
+    docs = {metric: doc for a in atlases for metric, doc in a.metric_docs.items()}
+    tables = [a.exemplars for a in atlases if a.exemplars is not None]
+    exemplars = pd.concat(tables, ignore_index=True).drop_duplicates(["model", "text", "layer", "head", "query", "key"]) if tables else None
+    return Atlas(combined.sort_values(["model", "analyzer", "metric", "layer", "head"]).reset_index(drop=True),
+                 metric_docs=docs, exemplars=exemplars)
 
 
 def read_atlas(path: str | Path) -> Atlas:
@@ -115,7 +157,7 @@ def read_atlas(path: str | Path) -> Atlas:
     return Atlas.read(path)
 
 
-def _metadata_for(frame: pd.DataFrame) -> dict:
+def _metadata_for(frame: pd.DataFrame, metric_docs: dict | None = None) -> dict:
     models = []
     if not frame.empty:
         shapes = frame.groupby(["model", "revision", "backend", "dtype"], sort=True)[["n_layers", "n_heads", "n_kv_heads"]].first()
@@ -133,6 +175,7 @@ def _metadata_for(frame: pd.DataFrame) -> dict:
         "analyzers": sorted(frame["analyzer"].unique().tolist()) if not frame.empty else [],
         "probe_suites": suites,
         "columns": list(COLUMNS),
+        "metric_docs": {m: d for m, d in (metric_docs or {}).items() if m in set(frame["metric"])},
     }
 
 
