@@ -110,15 +110,16 @@ def scan(
 def show(
     atlas_path: Path = typer.Argument(..., metavar="ATLAS", help="an atlas .parquet file"),
     top: int = typer.Option(5, help="heads per metric"),
+    full: bool = typer.Option(False, "--all", help="every model-level row instead of sparklines and top entries"),
 ) -> None:
-    """Print the top heads of an existing atlas."""
+    """Print the top heads of an existing atlas, one block per analyzer."""
     from headscope.atlas import read_atlas
     from headscope.summary import print_summary
 
     atlas = read_atlas(atlas_path)
     meta = atlas.metadata
     console.print(f"{atlas_path}: {len(atlas)} rows, analyzers {', '.join(atlas.analyzers)}, schema {meta.get('schema_version')}")
-    print_summary(atlas, k=top, console=console)
+    print_summary(atlas, k=top, console=console, full=full)
 
 
 @app.command()

@@ -40,7 +40,7 @@ def layer_curves(per_layer: pd.DataFrame, docs: dict) -> go.Figure | None:
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     figure = make_subplots(rows=rows, cols=cols, subplot_titles=[html.escape(n) for n in names],
-                           vertical_spacing=min(0.12, 0.6 / rows), horizontal_spacing=0.1)
+                           vertical_spacing=0.3 / rows, horizontal_spacing=0.08)
     for index, name in enumerate(names):
         block = per_layer[per_layer["metric"] == name].sort_values("layer")
         meaning = next((d["meaning"] for m, d in docs.items() if m.startswith(name + ".L") or m == name), "")
@@ -52,7 +52,7 @@ def layer_curves(per_layer: pd.DataFrame, docs: dict) -> go.Figure | None:
         if len(values) and (values > 0).all() and values.max() / max(values.min(), 1e-12) > 100:
             figure.update_yaxes(type="log", row=row, col=col)
         figure.update_xaxes(title_text="layer", row=row, col=col)
-    figure.update_layout(height=230 * rows + 40, margin={"t": 30, "l": 60, "r": 20, "b": 40}, template="plotly_white")
+    figure.update_layout(height=260 * rows + 60, margin={"t": 50, "l": 60, "r": 20, "b": 40}, template="plotly_white")
     return figure
 
 

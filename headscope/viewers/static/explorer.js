@@ -141,7 +141,7 @@
       const diff = a.map((row, l) => row.map((v, h) => (v === null || b[l][h] === null) ? null : v - b[l][h]));
       const all = a.flat().concat(b.flat()).filter((v) => v !== null);
       const lo = Math.min(...all), hi = Math.max(...all);
-      const lim = Math.max(1e-12, ...diff.flat().filter((v) => v !== null).map(Math.abs));
+      const lim = Math.max(0, ...diff.flat().filter((v) => v !== null).map(Math.abs)) || 1;  // equal atlases: a plain 0 scale
       const common = { type: "heatmap", x: range(A.n_heads), y: range(A.n_layers), hoverongaps: false, xgap: 1, ygap: 1 };
       const traces = [
         Object.assign({}, common, { z: a, zmin: lo, zmax: hi, colorscale: "Viridis", showscale: false, xaxis: "x", yaxis: "y", hovertemplate: "L%{y}H%{x}: %{z:.4g}<extra>" + esc(A.label) + "</extra>" }),
