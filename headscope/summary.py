@@ -22,7 +22,6 @@ from headscope.atlas.tokens import readable_metric, readable_token
 
 SPARKS = "▁▂▃▄▅▆▇█"
 ARROWS = {"higher": "↑", "lower": "↓", "flag": "0/1", "neither": "·"}
-PER_LAYER = re.compile(r"^(?P<base>.+)\.L(?P<layer>\d+)$")
 FAMILY = re.compile(r"^(?P<base>[^\[]+)\[(?P<key>.*)\]$")
 MAX_SCALARS = 8  # model-level rows shown per analyzer before "+N more (headscope show --all)"
 
@@ -84,25 +83,27 @@ def head_block(atlas: Atlas, model: str, analyzer: str, k: int) -> Table | None:
 
 def model_block(atlas: Atlas, model: str, analyzer: str, *, full: bool) -> Table | None:
     """Per-layer metrics as sparklines; `name[key]` families as their top entries; scalars as name = value."""
-    frame = atlas.frame[(atlas.frame["model"] == model) & (atlas.frame["analyzer"] == analyzer) & (atlas.frame["head"] < 0)]
-    if frame.empty:
+    per_layer = atlas.layer_metrics(model)
+    per_layer = per_layer[per_layer["analyzer"] == analyzer]
+    scalars = atlas.scalar_metrics(model)
+    scalars = scalars[scalars["analyzer"] == analyzer]
+    if per_layer.empty and scalars.empty:
         return None
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("name", no_wrap=True, max_width=34, overflow="ellipsis")
     table.add_column("value", overflow="fold")
-    named = frame["metric"].str.extract(PER_LAYER)
-    per_layer = pd.concat([frame[named["base"].notna()].assign(metric=named["base"], layer=named["layer"].astype(float)),
-                           frame[frame["layer"] >= 0]])
     for base, block in per_layer.groupby("metric", sort=True):
         block = block.sort_values("layer")
         if full:
             for layer, value in zip(block["layer"].astype(int), block["value"]):
                 table.add_row(f"{base} L{layer}", _value(value))
             continue
+        if block["value"].isna().all():
+            table.add_row(base, "no values")
+            continue
         low, high = block.loc[block["value"].idxmin()], block.loc[block["value"].idxmax()]
         table.add_row(base, Text(sparkline(block["value"].tolist())) + Text(
             f"  {_value(low['value'])} (L{int(low['layer'])}) .. {_value(high['value'])} (L{int(high['layer'])})"))
-    scalars = frame[named["base"].isna() & (frame["layer"] < 0)]
     families = scalars["metric"].str.extract(FAMILY)
     if full:
         for metric, value in zip(scalars["metric"], scalars["value"]):

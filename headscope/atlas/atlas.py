@@ -14,6 +14,9 @@ from headscope.atlas.schema import COLUMNS, ROW_KEY, SCHEMA_VERSION
 from headscope.errors import HeadscopeError
 
 
+_PER_LAYER = r"^(?P<base>.+)\.L(?P<layer>\d+)$"  # older model-level rows: one metric per layer, layer in the name
+
+
 class Atlas:
     """What every head of one or more models does. Viewers and users see only this.
 
@@ -107,6 +110,31 @@ class Atlas:
         """Model-level rows (layer == head == -1): baselines, detector scores, sample counts."""
         frame = self._select(model)
         return frame[frame["layer"] == -1][["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
+
+    def layer_metrics(self, model: str | None = None) -> pd.DataFrame:
+        """Model-level numbers measured once per layer, with the layer in the `layer` column.
+
+        Args:
+            model: which model (needed when the atlas holds several).
+        Returns:
+            rows (model, analyzer, metric, layer, value, n_samples): rows with a layer and no head, and older
+            rows named `<metric>.L<layer>` (read as metric and layer).
+        """
+        frame = self._select(model)
+        levels = frame[frame["head"] < 0]
+        named = levels["metric"].str.extract(_PER_LAYER)
+        by_name = named["base"].notna() & (levels["layer"] < 0)
+        out = pd.concat([levels[by_name].assign(metric=named["base"][by_name], layer=named["layer"][by_name].astype(int)),
+                         levels[levels["layer"] >= 0]])
+        columns = ["model", "analyzer", "metric", "layer", "value", "n_samples"]
+        return out[columns].sort_values(["analyzer", "metric", "layer"]).reset_index(drop=True)
+
+    def scalar_metrics(self, model: str | None = None) -> pd.DataFrame:
+        """Model-level numbers that are not per layer (baselines, detector scores, counts); see `layer_metrics`."""
+        frame = self._select(model)
+        levels = frame[(frame["head"] < 0) & (frame["layer"] < 0)]
+        levels = levels[~levels["metric"].str.match(_PER_LAYER)]
+        return levels[["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
 
     def to_frame(self, model: str | None = None) -> pd.DataFrame:
         """Wide view: one row per (layer, head), one column per metric, plus kv_head."""

@@ -4,7 +4,6 @@ exemplar patterns. Computed here in pandas so the page's script only draws."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ from headscope.atlas import Atlas
 from headscope.errors import HeadscopeError
 from headscope.viewers.roles import ROLES, role_table
 
-PER_LAYER = re.compile(r"^(?P<base>.+)\.L(?P<layer>\d+)$")  # model-level metrics written once per layer
 # one colour per role, in ROLES order (categorical: a head's colour says which role, not how many)
 ROLE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -125,15 +123,5 @@ def atlas_entry(atlas: Atlas, label: str) -> dict[str, Any]:
 
 
 def model_level_frames(atlas: Atlas, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scalar rows, per-layer rows with a `layer` column): per-layer ones are rows with a layer but no head, or
-    named `<metric>.L<layer>` (older atlases)."""
-    frame = atlas.frame[atlas.frame["model"] == model]
-    levels = frame[frame["head"] < 0]
-    named = levels["metric"].str.extract(PER_LAYER)
-    by_name = named["base"].notna()
-    per_layer = pd.concat([
-        levels[by_name & (levels["layer"] < 0)].assign(metric=named["base"][by_name], layer=named["layer"][by_name].astype(int)),
-        levels[levels["layer"] >= 0],
-    ])[["analyzer", "metric", "layer", "value"]]
-    scalars = levels[~by_name & (levels["layer"] < 0)][["analyzer", "metric", "value", "n_samples"]]
-    return scalars.reset_index(drop=True), per_layer.sort_values(["analyzer", "metric", "layer"]).reset_index(drop=True)
+    """(scalar rows, per-layer rows with a `layer` column) of one model: a table and curves."""
+    return atlas.scalar_metrics(model), atlas.layer_metrics(model)
