@@ -60,7 +60,8 @@ def model_level_table(scalars: pd.DataFrame) -> str:
     """Scalar model-level rows as an HTML table (the page sorts it on a header click); names escaped."""
     if scalars.empty:
         return '<p class="note">No scalar model-level results.</p>'
-    table = scalars.assign(metric=scalars["metric"].map(readable_metric), value=scalars["value"].map(lambda v: f"{v:.4g}"))
+    table = scalars.drop(columns=["model"], errors="ignore")  # one model per page: its name is in the title
+    table = table.assign(metric=table["metric"].map(readable_metric), value=table["value"].map(lambda v: f"{v:.4g}"))
     return table.to_html(index=False, escape=True, classes="model-level", border=0)
 
 

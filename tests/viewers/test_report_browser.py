@@ -49,6 +49,7 @@ def test_clicking_a_head_updates_card_and_pattern(scanned, browser, tmp_path):
 
     x, y = browser.evaluate(CELL.format(div="head-map", x=target[1], y=target[0]))
     browser.click(x, y)
+    browser.screenshot(tmp_path / "clicked.png")
     assert browser.evaluate("[headscopeExplorer.state.layer, headscopeExplorer.state.head]") == list(target)
     assert browser.evaluate("document.getElementById('card-title').textContent").startswith(f"L{target[0]}H{target[1]} ")
     rows = browser.evaluate("Array.from(document.querySelectorAll('#card-rows tr')).map(r => Array.from(r.cells).map(c => c.textContent))")
@@ -62,7 +63,19 @@ def test_clicking_a_head_updates_card_and_pattern(scanned, browser, tmp_path):
     np.testing.assert_allclose(np.nan_to_num(shown), np.nan_to_num(stored), atol=6e-4)  # rounded to 1/1000 in the page
     assert f"L{target[0]}H{target[1]}" in browser.evaluate("document.getElementById('pattern').layout.title.text")
 
-    browser.screenshot(tmp_path / "after.png")
+    # the model-level table sorts on a header click (value column, twice: ascending then descending)
+    values = "Array.from(document.querySelectorAll('table.model-level tbody tr')).map(r => parseFloat(r.cells[2].textContent))"
+    header = "document.querySelectorAll('table.model-level th')[2]"
+    browser.evaluate(f"{header}.scrollIntoView()")
+    box = browser.evaluate(f"(() => {{ const r = {header}.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()")
+    browser.click(*box)
+    shown = browser.evaluate(values)  # NaN comes back as None: kept after the numbers
+    numbers = [v for v in shown if v is not None]
+    assert len(numbers) >= 2 and shown == numbers + [None] * (len(shown) - len(numbers)) and numbers == sorted(numbers)
+    browser.click(*box)
+    again = [v for v in browser.evaluate(values) if v is not None]
+    assert again == sorted(numbers, reverse=True)
+
     full = browser.screenshot(tmp_path / "page.png", full_page=True)
     assert full.stat().st_size > 50_000  # drawn, not blank
     assert not browser.errors()

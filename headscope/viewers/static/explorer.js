@@ -174,8 +174,13 @@
     table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
       const body = table.tBodies[0], rows = Array.from(body.rows), up = th.dataset.order !== "asc";
       th.dataset.order = up ? "asc" : "desc";
-      const key = (r) => { const s = r.cells[column].textContent, n = parseFloat(s); return isNaN(n) ? s : n; };
-      rows.sort((x, y) => { const a = key(x), b = key(y); return (a < b ? -1 : a > b ? 1 : 0) * (up ? 1 : -1); });
+      const key = (r) => { const s = r.cells[column].textContent, n = Number(s); return s.trim() === "" || isNaN(n) ? s : n; };
+      const numeric = (v) => typeof v === "number";
+      rows.sort((x, y) => {
+        const a = key(x), b = key(y);
+        if (numeric(a) !== numeric(b)) return numeric(a) ? -1 : 1;  // numbers first, "nan" and text after, either way
+        return (a < b ? -1 : a > b ? 1 : 0) * (up ? 1 : -1);
+      });
       rows.forEach((r) => body.append(r));
     }));
   }
