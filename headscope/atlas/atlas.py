@@ -72,23 +72,32 @@ class Atlas:
         """{metric: {"analyzer", "meaning", "direction"}} as the analyzers declared them (empty for old atlases)."""
         return self.metadata.get("metric_docs", {})
 
-    # --- views ----------------------------------------------------------------------------
     def __len__(self) -> int:
+        """Number of long rows."""
         return len(self.frame)
 
     def __repr__(self) -> str:
         return f"Atlas({len(self.frame)} rows, models={self.models}, metrics={self.metrics})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: per model its shape, and per analyzer its metrics with their top 3 heads."""
+        from headscope.atlas.html import atlas_html
+
+        return atlas_html(self)
+
     @property
     def models(self) -> list[str]:
+        """Model ids in this atlas, sorted."""
         return sorted(self.frame["model"].unique().tolist())
 
     @property
     def metrics(self) -> list[str]:
+        """Every metric name (per-head and model-level), sorted."""
         return sorted(self.frame["metric"].unique().tolist())
 
     @property
     def analyzers(self) -> list[str]:
+        """Analyzers that wrote rows, sorted."""
         return sorted(self.frame["analyzer"].unique().tolist())
 
     def _select(self, model: str | None) -> pd.DataFrame:
@@ -102,12 +111,24 @@ class Atlas:
         return frame
 
     def head_rows(self, model: str | None = None) -> pd.DataFrame:
-        """Long rows about single heads (model-level rows left out)."""
+        """Long rows about single heads (model-level rows left out).
+
+        Args:
+            model: which model (needed when the atlas holds several).
+        Returns:
+            the atlas's rows with every column, layer >= 0.
+        """
         frame = self._select(model)
         return frame[frame["layer"] >= 0]
 
     def model_metrics(self, model: str | None = None) -> pd.DataFrame:
-        """Model-level rows (layer == head == -1): baselines, detector scores, sample counts."""
+        """Model-level rows (layer == head == -1): baselines, detector scores, sample counts.
+
+        Args:
+            model: which model (needed when the atlas holds several).
+        Returns:
+            rows (model, analyzer, metric, value, n_samples); `layer_metrics` and `scalar_metrics` split them.
+        """
         frame = self._select(model)
         return frame[frame["layer"] == -1][["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
 
@@ -130,21 +151,42 @@ class Atlas:
         return out[columns].sort_values(["analyzer", "metric", "layer"]).reset_index(drop=True)
 
     def scalar_metrics(self, model: str | None = None) -> pd.DataFrame:
-        """Model-level numbers that are not per layer (baselines, detector scores, counts); see `layer_metrics`."""
+        """Model-level numbers that are not per layer (baselines, detector scores, counts).
+
+        Args:
+            model: which model (needed when the atlas holds several).
+        Returns:
+            rows (model, analyzer, metric, value, n_samples).
+        """
         frame = self._select(model)
         levels = frame[(frame["head"] < 0) & (frame["layer"] < 0)]
         levels = levels[~levels["metric"].str.match(_PER_LAYER)]
         return levels[["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
 
     def to_frame(self, model: str | None = None) -> pd.DataFrame:
-        """Wide view: one row per (layer, head), one column per metric, plus kv_head."""
+        """Wide view: one row per (layer, head), one column per metric, plus kv_head.
+
+        Args:
+            model: which model (needed when the atlas holds several).
+        Returns:
+            a DataFrame indexed by (layer, head).
+        """
         frame = self.head_rows(model)
         wide = frame.pivot_table(index=["layer", "head", "kv_head"], columns="metric", values="value", aggfunc="first")
         wide.columns.name = None
         return wide.reset_index().set_index(["layer", "head"]).sort_index()
 
     def top(self, metric: str, k: int = 10, *, model: str | None = None, ascending: bool = False) -> pd.DataFrame:
-        """The k heads with the highest (or lowest) `metric`."""
+        """The k heads with the highest (or lowest) `metric`; heads without a value come last.
+
+        Args:
+            metric: a per-head metric of this atlas.
+            k: how many heads.
+            model: which model (needed when the atlas holds several).
+            ascending: lowest first (for metrics where lower is stronger, e.g. ranks or entropies).
+        Returns:
+            rows (model, layer, head, kv_head, metric, value, n_samples).
+        """
         frame = self.head_rows(model)
         rows = frame[frame["metric"] == metric]
         if rows.empty:
@@ -153,11 +195,22 @@ class Atlas:
         return ordered.head(k)[["model", "layer", "head", "kv_head", "metric", "value", "n_samples"]].reset_index(drop=True)
 
     def merge(self, *others: "Atlas") -> "Atlas":
+        """This atlas and `others` as one (see `merge_atlases`).
+
+        Returns:
+            a new Atlas; HeadscopeError when two rows share provenance but differ in value.
+        """
         return merge_atlases([self, *others])
 
 
 def merge_atlases(atlases: Iterable[Atlas]) -> Atlas:
-    """Concatenate atlases; identical rows collapse, conflicting rows (same key, other value) are refused."""
+    """Concatenate atlases; identical rows collapse, conflicting rows (same key, other value) are refused.
+
+    Args:
+        atlases: atlases of the same schema version (same or different models).
+    Returns:
+        one Atlas holding every row, metric doc and exemplar.
+    """
     atlases = list(atlases)
     if not atlases:
         raise HeadscopeError("nothing to merge: give at least one atlas")
@@ -181,7 +234,13 @@ def merge_atlases(atlases: Iterable[Atlas]) -> Atlas:
 
 
 def read_atlas(path: str | Path) -> Atlas:
-    """Open a shared atlas file (validated; no code is executed)."""
+    """Open a shared atlas file (validated; no code is executed), with its exemplars when they lie beside it.
+
+    Args:
+        path: the `.parquet` file written by `headscope scan` or `Atlas.save`.
+    Returns:
+        the Atlas; HeadscopeError with the fix when the file is missing, foreign, newer or altered.
+    """
     return Atlas.read(path)
 
 
@@ -208,7 +267,14 @@ def _metadata_for(frame: pd.DataFrame, metric_docs: dict | None = None) -> dict:
 
 
 def params_of(atlas: Atlas, analyzer: str) -> dict:
-    """The parameters an analyzer ran with (first row's; they are equal within one scan)."""
+    """The parameters an analyzer ran with (first row's; they are equal within one scan).
+
+    Args:
+        atlas: the atlas.
+        analyzer: an analyzer name in it.
+    Returns:
+        the parameters as a dict.
+    """
     rows = atlas.frame[atlas.frame["analyzer"] == analyzer]
     if rows.empty:
         raise HeadscopeError(f"analyzer '{analyzer}' is not in this atlas: it holds {', '.join(atlas.analyzers)}")

@@ -68,3 +68,15 @@ def test_rendered_data_has_no_nan_literals():
     text = render_explorer(atlas())
     payload = text.split('id="atlas-data">', 1)[1].split("</script>", 1)[0]
     assert "NaN" not in payload  # JSON.parse refuses NaN: missing values travel as null
+
+
+def test_notebook_view_lists_top_heads_and_escapes_names():
+    planted = atlas()
+    frame = planted.frame.copy()
+    frame.loc[frame["metric"] == "entropy", "metric"] = "<i>entropy</i>"
+    text = Atlas(frame, metric_docs=DOCS)._repr_html_()
+    assert "&lt;i&gt;entropy&lt;/i&gt;" in text and "<i>" not in text
+    score_row = next(line for line in planted._repr_html_().split("<tr>") if ">score<" in line)
+    assert "L0H2 (0.9), L1H1 (0.9), L0H0 (0.5)" in score_row  # NaN head never listed
+    flag_row = next(line for line in planted._repr_html_().split("<tr>") if ">flag<" in line)
+    assert "2 flagged: L0H1, L1H1" in flag_row
