@@ -104,6 +104,10 @@ def scan(
         extra = side_output_path(out, name)
         if extra.is_file():
             console.print(f"wrote {name} extras to {extra}")
+    from headscope.atlas.exemplars import exemplar_path
+
+    if exemplar_path(out).is_file():
+        console.print(f"wrote each head's pattern on two short texts to {exemplar_path(out)} (headscope view shows them)")
 
 
 @app.command()

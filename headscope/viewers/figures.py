@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 from headscope.atlas import Atlas
 from headscope.errors import HeadscopeError
+from headscope.viewers.explorer_data import ROLE_COLOURS, is_binary
 from headscope.viewers.roles import ROLES, role_table, roles_by_head
 
 
@@ -61,9 +62,13 @@ def head_map(atlas: Atlas, metric: str, model: str | None = None, *, colorscale:
     """Layer x head heatmap of one metric; hover shows the head in every analyzer; KV groups marked."""
     name, n_layers, n_heads, n_kv = _shape(atlas, model)
     grid = metric_grid(atlas, metric, model)
+    scale: dict = {"colorscale": colorscale, "colorbar": {"title": metric}}
+    if is_binary(grid):  # a 0/1 flag: two categorical colours, not a continuous bar
+        scale = {"colorscale": [[0, "#c6dbef"], [0.5, "#c6dbef"], [0.5, "#d62728"], [1, "#d62728"]], "zmin": 0, "zmax": 1,
+                 "colorbar": {"title": metric, "tickvals": [0.25, 0.75], "ticktext": ["0: no", "1: yes"]}}
     figure = go.Figure(
-        go.Heatmap(z=grid, x=list(range(n_heads)), y=list(range(n_layers)), colorscale=colorscale,
-                   text=_hover_text(atlas, model), hovertemplate="%{text}<extra></extra>", colorbar={"title": metric})
+        go.Heatmap(z=grid, x=list(range(n_heads)), y=list(range(n_layers)), text=_hover_text(atlas, model),
+                   hovertemplate="%{text}<extra></extra>", **scale)
     )
     group = n_heads // n_kv
     if 1 < group < n_heads:
@@ -142,8 +147,6 @@ def head_card(atlas: Atlas, layer: int, head: int, model: str | None = None) -> 
 
 def role_summary(atlas: Atlas, model: str | None = None) -> go.Figure:
     """Each head's roles: one colour per role (a marker per head and role, side by side when a head has several)."""
-    from headscope.viewers.explorer_data import ROLE_COLOURS
-
     name, n_layers, n_heads, _ = _shape(atlas, model)
     table = role_table(atlas, model)
     held = table.groupby(["layer", "head"])["role"].apply(list).to_dict()

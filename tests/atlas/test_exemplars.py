@@ -21,8 +21,11 @@ from reference import hf_attentions, hf_eager
 TEXT = "t5 t9 t7 t11 t5 t9 t7 t11"
 
 
-def test_stored_patterns_equal_hugging_face_eager_attentions(tiny_llama_dir, tiny_llama_backend):
-    table = record_exemplars(tiny_llama_backend, texts={"mine": TEXT})
+@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
+def test_stored_patterns_equal_hugging_face_eager_attentions(tiny_llama_dir, backend):
+    from headscope.engine import load_backend
+
+    table = record_exemplars(load_backend(str(tiny_llama_dir), backend=backend, quiet=True), texts={"mine": TEXT})
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     ids = [tokenizer.bos_token_id] + tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     expected = hf_attentions(hf_eager(tiny_llama_dir), torch.tensor([ids]))  # per layer [1, head, query, key]

@@ -110,3 +110,10 @@ def test_head_card_ranks_a_missing_value_last():
     cells = head_card(atlas, 0, 0).data[0].cells.values
     assert cells[3][0] == "last (no value)"
     assert head_card(atlas, 2, 3).data[0].cells.values[3][0] == "1 / 23"  # the missing head is not counted
+
+
+def test_a_flag_gets_two_colours_and_layer_zero_is_on_top():
+    frame = synthetic().frame
+    frame.loc[frame.metric == "induction_score", "value"] = (frame.loc[frame.metric == "induction_score", "value"] > 0.1).astype(float)
+    figure = head_map(Atlas(frame), "induction_score")
+    assert list(figure.data[0].colorbar.ticktext) == ["0: no", "1: yes"] and figure.layout.yaxis.autorange == "reversed"

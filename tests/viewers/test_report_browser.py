@@ -43,6 +43,8 @@ def test_clicking_a_head_updates_card_and_pattern(scanned, browser, tmp_path):
     browser.screenshot(tmp_path / "before.png")
     start = browser.evaluate("[headscopeExplorer.state.layer, headscopeExplorer.state.head, headscopeExplorer.state.metric]")
     assert start[2] == "induction_score"
+    low, high = browser.evaluate("document.getElementById('head-map')._fullLayout.yaxis.range")
+    assert low > high  # layer 0 drawn at the top
     wide = scanned.to_frame()["induction_score"]
     target = wide.idxmin()  # the weakest head: not the one the page opens on (the strongest)
     assert tuple(start[:2]) != target
@@ -95,4 +97,25 @@ def test_the_page_is_self_contained_and_names_stay_text(scanned, browser, tmp_pa
     assert browser.evaluate("document.images.length") == 0
     options = browser.evaluate("Array.from(document.querySelectorAll('#metric-picker option')).map(o => o.textContent)")
     assert evil in options  # shown as text
+    assert not browser.errors()
+
+
+def test_compare_panels_are_named_titled_and_do_not_overlap(scanned, browser, tmp_path):
+    frame = scanned.frame.copy()
+    frame["value"] = frame["value"] * 0.5
+    other = headscope.Atlas(frame, metric_docs=scanned.metric_docs)
+    page = write_report(scanned, tmp_path / "compare.html", compare=other, names=("base.parquet", "half.parquet"))
+    browser.open(page.as_uri(), "document.body && document.body.dataset.ready === '1'")
+    layout = browser.evaluate("(() => { const l = document.getElementById('compare').layout; return JSON.parse(JSON.stringify(l)); })()")
+    titles = [a["text"] for a in layout["annotations"]]
+    assert any("base.parquet" in t for t in titles) and any("half.parquet" in t for t in titles)
+    assert all(layout[axis]["title"]["text"] for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2", "xaxis3", "yaxis3"))
+    ranges = browser.evaluate("['yaxis', 'yaxis2', 'yaxis3'].map(a => document.getElementById('compare')._fullLayout[a].range)")
+    assert all(low > high for low, high in ranges)  # drawn reversed: layer 0 on top
+    data = browser.evaluate("document.getElementById('compare').data.map(t => [t.colorbar ? t.colorbar.x : null, t.z])")
+    middle_bar, right_bar = data[1][0], data[2][0]
+    assert layout["xaxis2"]["domain"][1] < middle_bar < layout["xaxis3"]["domain"][0] and right_bar >= layout["xaxis3"]["domain"][1]
+    a = np.array(data[0][1], dtype=float)
+    np.testing.assert_allclose(np.array(data[2][1], dtype=float), a - 0.5 * a, atol=1e-6)  # left - middle
+    browser.screenshot(tmp_path / "compare.png", full_page=True)
     assert not browser.errors()
