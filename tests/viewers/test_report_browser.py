@@ -119,3 +119,32 @@ def test_compare_panels_are_named_titled_and_do_not_overlap(scanned, browser, tm
     np.testing.assert_allclose(np.array(data[2][1], dtype=float), a - 0.5 * a, atol=1e-6)  # left - middle
     browser.screenshot(tmp_path / "compare.png", full_page=True)
     assert not browser.errors()
+
+
+def test_a_newcomer_sees_the_induction_stripe(browser, tmp_path):
+    """Issue 18's "done": open the page, induction_score picked, click the brightest cell, see the stripe on tokens."""
+    from headscope.engine import load_backend
+    from headscope.scanning import scan_backend
+    from headscope.scanning.exemplars import record_exemplars
+    from headscope.analyzers import InductionAnalyzer
+    from planted import PLANTED, build_planted_gpt2
+
+    backend = load_backend(str(build_planted_gpt2(tmp_path / "planted")), quiet=True)
+    atlas = scan_backend(backend, [InductionAnalyzer(seq_len=21, n_samples=8)], progress=False)
+    half = ["t5", "t9", "t7", "t11", "t6", "t8"]
+    atlas.exemplars = record_exemplars(backend, texts={"repeated": " ".join(half + half)})  # words the tokenizer knows
+    page = write_report(atlas, tmp_path / "planted.html")
+    browser.open(page.as_uri(), "document.body && document.body.dataset.ready === '1'")
+    layer, head = PLANTED["induction_score"]
+    browser.evaluate("headscopeExplorer.selectHead(0, 2)")  # somewhere else first
+    x, y = browser.evaluate(CELL.format(div="head-map", x=head, y=layer))
+    browser.click(x, y)
+    assert browser.evaluate("[headscopeExplorer.state.layer, headscopeExplorer.state.head]") == [layer, head]
+    z = np.array(browser.evaluate("document.getElementById('pattern').data[0].z"), dtype=float)
+    period, first_copy = len(half), 1  # BOS at 0, first copy at 1..6, second copy at 7..12
+    for query in range(first_copy + period, first_copy + 2 * period):
+        assert np.nanargmax(z[query]) == query - period + 1  # the token after the earlier copy: the stripe
+    labels = browser.evaluate("document.getElementById('pattern').layout.yaxis.ticktext")
+    assert labels[1].endswith("t5") and labels[7].endswith("t5")  # real tokens on the axes
+    browser.screenshot(tmp_path / "stripe.png")
+    assert not browser.errors()

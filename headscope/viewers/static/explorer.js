@@ -126,7 +126,7 @@
                      title: { text: `L${state.layer}H${state.head} on "${esc(state.text)}"`, font: { size: 14 } } };
     Plotly.react("pattern", [trace], layout, CONFIG);
     $("pattern-note").textContent = state.text === "repeated"
-      ? "The sentence is said twice: an induction head draws a stripe just below the diagonal offset by one copy (each token of the second copy attends to the token after its first occurrence)."
+      ? "The sentence is said twice: an induction head draws a stripe parallel to the diagonal in the second copy, each token attending to the token that followed its first occurrence."
       : "Rows: the token attending; columns: the tokens it attends to (causal: only earlier ones).";
   }
 
