@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from headscope.atlas import Atlas
+from headscope.atlas.ranking import direction_of, strongest
 from headscope.atlas.tokens import readable_metric, readable_token
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -50,16 +51,16 @@ def _top_heads(rows: pd.DataFrame, direction: str, k: int) -> str:
     known = rows.dropna(subset=["value"])
     missing = len(rows) - len(known)
     tail = f"  ({missing} without a value)" if missing else ""
-    if direction == "flag":
-        flagged = known[known["value"] == 1].sort_values(["layer", "head"])
-        heads = " ".join(f"L{l}H{h}" for l, h in zip(flagged["layer"].head(k), flagged["head"].head(k)))  # layer order
-        more = f" +{len(flagged) - k}" if len(flagged) > k else ""
-        return f"{len(flagged)} of {len(known)} flagged: {heads}{more}{tail}" if len(flagged) else f"none flagged{tail}"
     if direction == "neither":
         return f"range {_value(known['value'].min())} .. {_value(known['value'].max())}, median {_value(known['value'].median())}{tail}"
-    ordered = known.sort_values(["value", "layer", "head"], ascending=[direction == "lower", True, True]).head(k)
+    best = strongest(rows, direction, k)
+    if direction == "flag":
+        n_flagged = int((known["value"] == 1).sum())
+        heads = " ".join(f"L{l}H{h}" for l, h in zip(best["layer"], best["head"]))
+        more = f" +{n_flagged - k}" if n_flagged > k else ""
+        return f"{n_flagged} of {len(known)} flagged: {heads}{more}{tail}" if n_flagged else f"none flagged{tail}"
     # "L18H7:0.915": one word, so a narrow terminal wraps between heads, never inside one
-    return "  ".join(f"L{l}H{h}:{_value(v)}" for l, h, v in zip(ordered["layer"], ordered["head"], ordered["value"])) + tail
+    return "  ".join(f"L{l}H{h}:{_value(v)}" for l, h, v in zip(best["layer"], best["head"], best["value"])) + tail
 
 
 def head_block(atlas: Atlas, model: str, analyzer: str, k: int) -> Table | None:
@@ -74,9 +75,7 @@ def head_block(atlas: Atlas, model: str, analyzer: str, k: int) -> Table | None:
     table.add_column("", no_wrap=True)
     table.add_column(f"top {k} heads", overflow="fold")
     for metric, block in rows.groupby("metric", sort=True):
-        values = block["value"].dropna()
-        binary = len(values) > 0 and values.isin((0.0, 1.0)).all()
-        direction = docs.get(metric, {}).get("direction") or ("flag" if binary else "higher")
+        direction = direction_of(docs, metric, block["value"])
         table.add_row(metric, ARROWS[direction], _top_heads(block, direction, k))
     return table
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from headscope.atlas.ranking import direction_of, strongest
+
 if TYPE_CHECKING:
     from headscope.atlas.atlas import Atlas
 
@@ -14,14 +16,14 @@ TOP = 3
 
 
 def _top_heads(rows: pd.DataFrame, direction: str) -> str:
-    known = rows.dropna(subset=["value"])
-    if direction == "flag":
-        flagged = known[known["value"] == 1]
-        return f"{len(flagged)} flagged" + (": " + ", ".join(f"L{l}H{h}" for l, h in zip(flagged["layer"], flagged["head"]))
-                                            if 0 < len(flagged) <= TOP else "")
     if direction == "neither":
-        return f"{known['value'].min():.3g} .. {known['value'].max():.3g}" if len(known) else "no values"
-    best = known.sort_values(["value", "layer", "head"], ascending=[direction == "lower", True, True]).head(TOP)
+        known = rows["value"].dropna()
+        return f"{known.min():.3g} .. {known.max():.3g}" if len(known) else "no values"
+    best = strongest(rows, direction, TOP)
+    if direction == "flag":
+        n_flagged = int((rows["value"] == 1).sum())
+        return f"{n_flagged} flagged" + (": " + ", ".join(f"L{l}H{h}" for l, h in zip(best["layer"], best["head"]))
+                                         if 0 < n_flagged <= TOP else "")
     return ", ".join(f"L{l}H{h} ({v:.3g})" for l, h, v in zip(best["layer"], best["head"], best["value"]))
 
 
@@ -37,7 +39,7 @@ def atlas_html(atlas: Atlas) -> str:
                      f"({int(first['n_kv_heads'])} KV heads), {len(rows)} rows</p>")
         heads = rows[(rows["head"] >= 0) & ~rows["metric"].str.endswith("_std")]
         table = [{"analyzer": analyzer, "metric": metric, "meaning": docs.get(metric, {}).get("meaning", ""),
-                  "top heads": _top_heads(block, docs.get(metric, {}).get("direction", "higher"))}
+                  "top heads": _top_heads(block, direction_of(docs, metric, block["value"]))}
                  for (analyzer, metric), block in heads.groupby(["analyzer", "metric"], sort=True)]
         if table:
             parts.append(pd.DataFrame(table).to_html(index=False, escape=True, border=0))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from headscope.atlas import Atlas
+from headscope.atlas.ranking import direction_of, is_binary, ranks
 from headscope.errors import HeadscopeError
 from headscope.viewers.roles import ROLES, role_table
 
@@ -42,20 +43,6 @@ def per_head_metrics(atlas: Atlas, model: str) -> pd.DataFrame:
     return rows
 
 
-def is_binary(values: np.ndarray) -> bool:
-    """A 0/1 flag (drawn with two categorical colours, not a colour scale)."""
-    finite = values[np.isfinite(values)]
-    return finite.size > 0 and bool(np.isin(finite, (0.0, 1.0)).all())
-
-
-def ranks(values: np.ndarray, direction: str) -> np.ndarray:
-    """Rank 1 = strongest by the declared direction ("lower": smallest first); ties share the best rank; NaN stays
-    NaN (shown as ranked last)."""
-    series = pd.Series(values.ravel())
-    ascending = direction == "lower"
-    return series.rank(ascending=ascending, method="min", na_option="keep").to_numpy().reshape(values.shape)
-
-
 def _json_grid(grid: np.ndarray, digits: int = 6) -> list[list[float | None]]:
     return [[None if not math.isfinite(v) else round(float(v), digits) for v in row] for row in grid]
 
@@ -71,7 +58,7 @@ def metric_entries(atlas: Atlas, model: str, n_layers: int, n_heads: int) -> tup
         grid[block["layer"].to_numpy(), block["head"].to_numpy()] = block["value"].to_numpy()
         doc = docs.get(metric, {})
         binary = is_binary(grid)
-        direction = doc.get("direction") or ("flag" if binary else "higher")
+        direction = direction_of(docs, str(metric), grid)
         groups.setdefault(str(analyzer), []).append(str(metric))
         entries[str(metric)] = {
             "analyzer": str(analyzer), "meaning": doc.get("meaning", ""), "direction": direction, "binary": binary,

@@ -9,7 +9,8 @@ from plotly.subplots import make_subplots
 
 from headscope.atlas import Atlas
 from headscope.errors import HeadscopeError
-from headscope.viewers.explorer_data import ROLE_COLOURS, is_binary
+from headscope.atlas.ranking import is_binary
+from headscope.viewers.explorer_data import ROLE_COLOURS
 from headscope.viewers.roles import ROLES, role_table, roles_by_head
 
 
