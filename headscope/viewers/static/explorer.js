@@ -56,7 +56,7 @@
       "Click a head for its card and pattern.";
     $("meaning").innerHTML = "";
     const b = el("b", state.metric + ": ");
-    $("meaning").append(b, document.createTextNode((m.meaning || "no meaning declared by the analyzer") + ". "), el("i", DIRECTION[m.direction] || ""));
+    $("meaning").append(b, document.createTextNode((m.meaning || "no meaning recorded in this atlas (written before analyzers declared them, or undeclared)") + ". "), el("i", DIRECTION[m.direction] || ""));
   }
   function selectionShape() {
     if (state.layer === null) return [];
