@@ -104,21 +104,26 @@ def scan(
         extra = side_output_path(out, name)
         if extra.is_file():
             console.print(f"wrote {name} extras to {extra}")
+    from headscope.atlas.exemplars import exemplar_path
+
+    if exemplar_path(out).is_file():
+        console.print(f"wrote each head's pattern on two short texts to {exemplar_path(out)} (headscope view shows them)")
 
 
 @app.command()
 def show(
     atlas_path: Path = typer.Argument(..., metavar="ATLAS", help="an atlas .parquet file"),
     top: int = typer.Option(5, help="heads per metric"),
+    full: bool = typer.Option(False, "--all", help="every model-level row instead of sparklines and top entries"),
 ) -> None:
-    """Print the top heads of an existing atlas."""
+    """Print the top heads of an existing atlas, one block per analyzer."""
     from headscope.atlas import read_atlas
     from headscope.summary import print_summary
 
     atlas = read_atlas(atlas_path)
     meta = atlas.metadata
     console.print(f"{atlas_path}: {len(atlas)} rows, analyzers {', '.join(atlas.analyzers)}, schema {meta.get('schema_version')}")
-    print_summary(atlas, k=top, console=console)
+    print_summary(atlas, k=top, console=console, full=full)
 
 
 @app.command()
@@ -127,11 +132,14 @@ def view(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a second atlas to compare with"),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="where to write the HTML report"),
 ) -> None:
-    """Write a self-contained HTML report (plotly.js embedded; opens with no network)."""
+    """Write the atlas explorer: one self-contained HTML page (plotly.js embedded; opens with no network)."""
     from headscope.atlas import read_atlas
     from headscope.viewers import write_report
 
-    written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None)
+    names = None
+    if compare is not None:  # label the panels by file: two scans of one model would otherwise look alike
+        names = (atlas_path.name, compare.name) if atlas_path.name != compare.name else (str(atlas_path), str(compare))
+    written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None, names=names)
     console.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MB)")
 
 

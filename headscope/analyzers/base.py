@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.engine import Backend, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
 from headscope.engine.batch import PaddingSide
 from headscope.probes import TokenSuite
@@ -64,6 +65,8 @@ class Analyzer(ABC):
     Params: ClassVar[type]
     metrics: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    # one-line meaning and direction per declared pattern (keys are patterns of `metrics`); shown by the viewers
+    metric_docs: ClassVar[Mapping[str, MetricDoc]] = {}
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.pattern_heads import PatternHeadAnalyzer, same_token
 
 
@@ -13,6 +14,10 @@ class DuplicateTokenAnalyzer(PatternHeadAnalyzer):
     name = "duplicate-token"
     metrics = ("duplicate_token_score", "duplicate_token_score_std")
     description = "share of attention on earlier copies of the current token"
+    metric_docs = {
+        "duplicate_token_score": MetricDoc("mean attention from a token to earlier copies of itself"),
+        "duplicate_token_score_std": MetricDoc("spread of duplicate_token_score over probe sequences", "neither"),
+    }
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return same_token(input_ids, valid)

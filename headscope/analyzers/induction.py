@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.pattern_heads import PatternHeadAnalyzer, same_token
 
 
@@ -13,6 +14,10 @@ class InductionAnalyzer(PatternHeadAnalyzer):
     name = "induction"
     metrics = ("induction_score", "induction_score_std")
     description = "share of attention on the token after an earlier copy of the current token"
+    metric_docs = {
+        "induction_score": MetricDoc("mean attention from a repeated token to the token after its earlier copy"),
+        "induction_score_std": MetricDoc("spread of induction_score over probe sequences", "neither"),
+    }
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         duplicate = same_token(input_ids, valid)  # [batch, query, key]

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.lookback_detector import LookbackDetector, span_features, two_fold_evaluation
 from headscope.engine import Backend, DecodeResult, LayerActivations, ModelSpec, Needs
@@ -123,6 +124,13 @@ class LookbackLensAnalyzer(DrivingAnalyzer):
         "n_items", "n_faithful", "n_hallucinated", "n_spans",
     )
     description = "per-head lookback ratio (context vs generated attention) and a hallucination detector's weights"
+    metric_docs = {
+        "lookback_ratio": MetricDoc("attention on the context over context + generated tokens while decoding"),
+        "lookback_ratio_faithful": MetricDoc("lookback_ratio on faithful answers", "neither"),
+        "lookback_ratio_hallucinated": MetricDoc("lookback_ratio on hallucinated answers", "neither"),
+        "lookback_weight": MetricDoc("the hallucination detector's weight on this head (sign = direction)", "neither"),
+        "auroc": MetricDoc("held-out AUROC of the lookback-lens detector"),
+    }
 
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self.params

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.engine import Backend, ModelSpec, ModelWeights
 from headscope.errors import HeadscopeError
@@ -146,6 +147,10 @@ class MapsAnalyzer(DrivingAnalyzer):
     metrics = ("maps_{relation}", "maps_{relation}_suppression",
                "maps_{relation}_n_pairs", "maps_{relation}_k", "maps_{relation}_enough_pairs")  # the last three: model-level
     description = "share of relation pairs (src, dst) whose dst is in the top-k of the head's vocabulary map row M[src]"
+    metric_docs = {
+        "maps_{relation}": MetricDoc("share of the relation's pairs the head's vocabulary map gets right (MAPS)"),
+        "maps_{relation}_suppression": MetricDoc("share of the relation's pairs the head suppresses (MAPS)"),
+    }
 
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self.params

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Literal, Mapping
 
 from headscope.errors import HeadscopeError
 
@@ -35,3 +36,31 @@ def check_declared(analyzer: str, patterns: Iterable[str], metrics: Iterable[str
     if missing:
         raise HeadscopeError(f"analyzer '{analyzer}' wrote metric(s) {missing[:5]} it does not declare: "
                              "add them (or a pattern such as 'score_{shots}shot') to its `metrics`")
+
+
+Direction = Literal["higher", "lower", "flag", "neither"]
+
+
+@dataclass(frozen=True)
+class MetricDoc:
+    """What one declared metric means, in one line, and which way is "strong": the explorer and summary show it.
+
+    `direction`: "higher" (larger = more of the behaviour), "lower" (smaller = stronger, e.g. a rank),
+    "flag" (0/1: 1 = the head has the property), "neither" (a description, not a score).
+    """
+
+    meaning: str
+    direction: Direction = "higher"
+
+
+def pattern_of(patterns: Iterable[str], metric: str) -> str | None:
+    """The most specific declared pattern naming `metric` (most literal characters: `maps_{relation}_k` before
+    `maps_{relation}` for `maps_copying_k`)."""
+    matching = [p for p in patterns if _regex(p).match(metric)]
+    return max(matching, key=lambda p: len(_PLACEHOLDER.sub("", p)), default=None)
+
+
+def doc_for(patterns: Iterable[str], docs: Mapping[str, MetricDoc], metric: str) -> MetricDoc | None:
+    """The doc of the declared pattern that names `metric` (docs are keyed by pattern, like `metrics`)."""
+    pattern = pattern_of(patterns, metric)
+    return docs.get(pattern) if pattern is not None else None

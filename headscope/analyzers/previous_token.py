@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.pattern_heads import PatternHeadAnalyzer
 
 
@@ -13,6 +14,10 @@ class PreviousTokenAnalyzer(PatternHeadAnalyzer):
     name = "previous-token"
     metrics = ("previous_token_score", "previous_token_score_std")
     description = "share of attention on the previous token"
+    metric_docs = {
+        "previous_token_score": MetricDoc("mean attention on the immediately preceding token"),
+        "previous_token_score_std": MetricDoc("spread of previous_token_score over probe sequences", "neither"),
+    }
 
     def detection_pattern(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1]

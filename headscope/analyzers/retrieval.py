@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.retrieval_scoring import copy_paste_scores
 from headscope.engine import Backend, LayerActivations, ModelSpec, Needs
@@ -62,6 +63,11 @@ class RetrievalAnalyzer(DrivingAnalyzer):
         "needle_accuracy_mask_random{k}",
     )
     description = "copy-paste share of needle tokens while decoding a needle-in-a-haystack answer (Wu et al. 2024)"
+    metric_docs = {
+        "retrieval_score": MetricDoc("share of needle tokens the head copies while the answer is decoded (Wu et al.)"),
+        "retrieval_score_std": MetricDoc("spread of retrieval_score over kept samples", "neither"),
+        "is_retrieval": MetricDoc("1 = retrieval head: retrieval_score above the threshold (0.1)", "flag"),
+    }
 
     # --- suite ------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:

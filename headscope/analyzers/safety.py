@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.safety_math import ships_kl, subspace_angle, top_left_singular_vector
 from headscope.engine import Backend, Head, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
@@ -66,6 +67,13 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
                "sahara_angle_step{step}", "refusal_rate_intact", "refusal_rate_ablate_top{k}",
                "refusal_rate_ablate_random{k}")  # model-level: Sahara's trace, the causal check
     description = "Ships KL and Sahara subspace angle of ablating each head on harmful requests (Zhou et al. 2024)"
+    metric_docs = {
+        "ships_score": MetricDoc("KL of the refusal distribution when the head is ablated (Ships, Zhou et al.)"),
+        "ships_score_std": MetricDoc("spread of ships_score over harmful requests", "neither"),
+        "ships_rank": MetricDoc("rank by ships_score (1 = strongest)", "lower"),
+        "sahara_angle": MetricDoc("subspace angle moved by ablating this head alone (Sahara)"),
+        "sahara_member": MetricDoc("greedy Sahara step at which the head joined the group (0 = not chosen)", "neither"),
+    }
 
     # --- suite ------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import HeadValue, ScanContext, StreamingAnalyzer, head_rows
 from headscope.engine import LayerActivations, Needs, ProbeBatch
 from headscope.errors import HeadscopeError
@@ -64,6 +65,12 @@ class SelectAndCopyAnalyzer(StreamingAnalyzer):
         "baseline_share_{letter}_{shots}shot", "answer_share_A_{shots}shot", "n_items",
     )
     description = "MCQA: share of items where the head's QK-score / attention at the answer token picks the right option"
+    metric_docs = {
+        "qk_accuracy_{shots}shot": MetricDoc("share of MCQA items where the head's QK score picks the right option"),
+        "qk_norope_accuracy_{shots}shot": MetricDoc("as qk_accuracy, with queries and keys before the rotary embedding"),
+        "attn_accuracy_{shots}shot": MetricDoc("share of MCQA items where the head's attention picks the right option"),
+        "baseline_accuracy_{shots}shot": MetricDoc("the model's own MCQA accuracy"),
+    }
     needs = Needs(pattern=True, rows_only=True, q=True, k=True, q_raw=True, k_raw=True, logits=True)
 
     # -- suite -----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from headscope.analyzers.metrics import MetricDoc
 from headscope.analyzers.base import HeadValue, RunningMoments, ScanContext, StreamingAnalyzer, head_rows
 from headscope.analyzers.sink_math import ColumnStats, default_scale, stats_from_pattern, stats_from_qk
 from headscope.engine import LayerActivations, Needs, ProbeBatch
@@ -90,6 +91,29 @@ class SinkAnalyzer(StreamingAnalyzer):
         "massive_outliers_on_sinks.L{layer}",
     )
     description = "attention parked on the first token (Gu et al.), hidden sinks (ACT), dormant heads, massive activations"
+    metric_docs = {
+        "sink_score": MetricDoc("mean attention every query puts on the first token (alpha_0, Gu et al.)"),
+        "sink_score_std": MetricDoc("spread of sink_score over sequences", "neither"),
+        "sink_rate": MetricDoc("share of sequences where alpha_0 exceeds epsilon (0.3): the head sinks"),
+        "hidden_sink_count": MetricDoc("non-initial key columns with mean attention above 0.1 (ACT hidden sinks)"),
+        "hidden_sink_mass": MetricDoc("attention mass on hidden (non-initial) sinks"),
+        "hidden_sink_relpos": MetricDoc("mean relative position of the hidden sinks (0 = start, 1 = end); "
+                                        "empty where a head has none", "neither"),
+        "row_entropy": MetricDoc("normalised entropy of attention rows: low = attention on few keys", "lower"),
+        "output_norm": MetricDoc("mean norm of the head's output", "neither"),
+        "output_norm_rel": MetricDoc("output norm over the layer's median head: low = writes little", "lower"),
+        "dormant_score": MetricDoc("sink score times how little the head writes (1 - output_norm_rel)"),
+        "is_dormant": MetricDoc("1 = dormant: low row entropy and sink score above epsilon (Guo et al.)", "flag"),
+        "sink_heads": MetricDoc("heads with sink_rate above 0.5"),
+        "n_sequences": MetricDoc("probe sequences measured", "neither"),
+        "hidden_sink_token[{token}]": MetricDoc("share of hidden-sink detections falling on this token", "neither"),
+        "massive_max_abs.L{layer}": MetricDoc("largest |activation| of the residual stream entering the layer"),
+        "massive_ratio.L{layer}": MetricDoc("largest |activation| over the median |activation| (Sun et al.)"),
+        "massive_norm_ratio.L{layer}": MetricDoc("largest position norm over the median position norm"),
+        "massive_top_is_first.L{layer}": MetricDoc("share of sequences whose largest-norm position is the first token"),
+        "massive_outliers.L{layer}": MetricDoc("positions above massive_factor x the median norm", "neither"),
+        "massive_outliers_on_sinks.L{layer}": MetricDoc("share of those outlier positions that are sink positions"),
+    }
 
     @property
     def needs(self) -> Needs:

@@ -43,6 +43,23 @@ def scan(
     finished tasks are kept in `<out>.parts/` until the atlas is written; `resume=True` reuses them after an
     interruption. `ray_address` ("local" or a cluster address) runs the tasks on Ray workers. `backend` is auto,
     transformer-lens or nnsight; `remote` runs the model on NDIF through nnsight.
+
+    Args:
+        model: embedded alias (`headscope models`), local Hugging Face folder or hub id.
+        analyzers: names or groups (`"classic"`, `["induction", "sinks"]`, `"classic,sinks"`).
+        out: where to write the atlas (its exemplars and side outputs go beside it); None keeps it in memory.
+        backend, remote, device, dtype: how the model runs.
+        batch_size, padding_side, shard_size: batching; a shard is the unit of resume and of Ray tasks.
+        seq_len, n_samples, seed, context_lengths: shared probe knobs, applied to analyzers that take them.
+        params: per-analyzer overrides, e.g. `{"induction": {"exclude_bos": False}}`.
+        resume: continue an interrupted scan from `<out>.parts/`.
+        ray_address, ray_workers: run the tasks on Ray.
+        progress: show progress bars.
+    Returns:
+        the Atlas: long rows per (model, analyzer, metric, layer, head), the metrics' declared meanings
+        (`Atlas.metric_docs`) and every head's pattern on two short texts (`Atlas.exemplars`).
+    Raises:
+        HeadscopeError: a user mistake (unknown analyzer or model, bad parameter), with the fix in the message.
     """
     shared = {"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
               "context_lengths": tuple(context_lengths) if context_lengths else None}

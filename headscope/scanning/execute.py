@@ -23,12 +23,13 @@ from headscope.analyzers import (
     StreamingAnalyzer,
     suite_batches,
 )
-from headscope.analyzers.metrics import check_declared
+from headscope.analyzers.metrics import check_declared, doc_for
 from headscope.atlas import Atlas, Provenance, rows_frame
 from headscope.engine import Backend, Recorder
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.scanning.cache import PartCache
+from headscope.scanning.exemplars import record_exemplars
 from headscope.scanning.plan import Group, Mode, Task, TaskOutput, plan_scan
 from headscope.scanning.settings import RunSettings
 
@@ -101,8 +102,9 @@ class LocalExecutor:
 
 
 def execute_scan(backend: Backend, analyzers: Sequence[Analyzer], settings: RunSettings, *, progress: bool = True,
-            cache: PartCache | None = None, executor: Executor | None = None) -> ScanResult:
-    """Plan, run what the cache lacks, merge, and return the atlas with the side outputs."""
+            cache: PartCache | None = None, executor: Executor | None = None, exemplars: bool = True) -> ScanResult:
+    """Plan, run what the cache lacks, merge, and return the atlas with the side outputs (and, with `exemplars`,
+    every head's pattern on two short texts: `headscope.atlas.exemplars`)."""
     torch.manual_seed(0)
     ctx = settings.context(backend, progress=progress)
     groups = plan_scan(analyzers, ctx, settings.shard_size)
@@ -122,16 +124,28 @@ def execute_scan(backend: Backend, analyzers: Sequence[Analyzer], settings: RunS
         done[id(task)] = output
 
     provenance = _provenance(backend)
-    frames, side = [], {}
+    frames, side, docs = [], {}, {}
     for group in groups:
         outputs = [done[id(task)] for task in group.tasks]
         for analyzer, values, payload in _merge(group, outputs, ctx):
             check_declared(analyzer.name, analyzer.metrics, {v.metric for v in values})
+            docs.update(_metric_docs(analyzer, {v.metric for v in values}))
             frames.append(rows_frame(values, provenance=provenance, analyzer=analyzer.name, probe_suite=group.suite.name,
                                      probe_hash=group.suite.content_hash, params=analyzer.params_json()))
             if payload is not None:
                 side[analyzer.name] = payload
-    return ScanResult(Atlas(pd.concat(frames, ignore_index=True)), side)
+    exemplars = record_exemplars(backend) if exemplars else None
+    return ScanResult(Atlas(pd.concat(frames, ignore_index=True), metric_docs=docs, exemplars=exemplars), side)
+
+
+def _metric_docs(analyzer: Analyzer, written: set[str]) -> dict[str, dict[str, str]]:
+    """The declared meaning and direction of each metric written, keyed by the concrete name (for the atlas)."""
+    out = {}
+    for metric in sorted(written):
+        doc = doc_for(analyzer.metrics, analyzer.metric_docs, metric)
+        if doc is not None:
+            out[metric] = {"analyzer": analyzer.name, "meaning": doc.meaning, "direction": doc.direction}
+    return out
 
 
 def _merge(group: Group, outputs: list[TaskOutput], ctx: ScanContext

@@ -9,7 +9,9 @@ from plotly.subplots import make_subplots
 
 from headscope.atlas import Atlas
 from headscope.errors import HeadscopeError
-from headscope.viewers.roles import role_table, roles_by_head
+from headscope.atlas.ranking import is_binary
+from headscope.viewers.explorer_data import ROLE_COLOURS
+from headscope.viewers.roles import ROLES, role_table, roles_by_head
 
 
 def _shape(atlas: Atlas, model: str | None) -> tuple[str, int, int, int]:
@@ -61,9 +63,13 @@ def head_map(atlas: Atlas, metric: str, model: str | None = None, *, colorscale:
     """Layer x head heatmap of one metric; hover shows the head in every analyzer; KV groups marked."""
     name, n_layers, n_heads, n_kv = _shape(atlas, model)
     grid = metric_grid(atlas, metric, model)
+    scale: dict = {"colorscale": colorscale, "colorbar": {"title": metric}}
+    if is_binary(grid):  # a 0/1 flag: two categorical colours, not a continuous bar
+        scale = {"colorscale": [[0, "#c6dbef"], [0.5, "#c6dbef"], [0.5, "#d62728"], [1, "#d62728"]], "zmin": 0, "zmax": 1,
+                 "colorbar": {"title": metric, "tickvals": [0.25, 0.75], "ticktext": ["0: no", "1: yes"]}}
     figure = go.Figure(
-        go.Heatmap(z=grid, x=list(range(n_heads)), y=list(range(n_layers)), colorscale=colorscale,
-                   text=_hover_text(atlas, model), hovertemplate="%{text}<extra></extra>", colorbar={"title": metric})
+        go.Heatmap(z=grid, x=list(range(n_heads)), y=list(range(n_layers)), text=_hover_text(atlas, model),
+                   hovertemplate="%{text}<extra></extra>", **scale)
     )
     group = n_heads // n_kv
     if 1 < group < n_heads:
@@ -71,6 +77,7 @@ def head_map(atlas: Atlas, metric: str, model: str | None = None, *, colorscale:
             figure.add_vline(x=boundary - 0.5, line={"color": "white", "width": 2, "dash": "dot"})
     figure.update_layout(title=f"{metric} — {name}" + (f" (KV groups of {group})" if group > 1 else ""),
                          xaxis_title="head", yaxis_title="layer", height=max(320, 18 * n_layers + 140))
+    figure.update_yaxes(autorange="reversed")  # layer 0 at the top, as in TransformerLens plots
     return figure
 
 
@@ -124,11 +131,12 @@ def head_card(atlas: Atlas, layer: int, head: int, model: str | None = None) -> 
         if mine.empty:
             continue
         value = float(mine["value"].iloc[0])
-        rank = int((block["value"] > value).sum()) + 1
+        ranked = block["value"].notna().sum()  # a head without a value ranks last, never first
+        rank = f"{int((block['value'] > value).sum()) + 1} / {ranked}" if not np.isnan(value) else "last (no value)"
         analyzers.append(analyzer)
         metrics.append(metric)
         values.append(f"{value:.4g}")
-        ranks.append(f"{rank} / {len(block)}")
+        ranks.append(rank)
     roles = roles_by_head(atlas, model).get((layer, head), [])
     figure = go.Figure(go.Table(header={"values": ["analyzer", "metric", "value", "rank"]},
                                 cells={"values": [analyzers, metrics, values, ranks]}))
@@ -139,26 +147,25 @@ def head_card(atlas: Atlas, layer: int, head: int, model: str | None = None) -> 
 
 
 def role_summary(atlas: Atlas, model: str | None = None) -> go.Figure:
-    """Each head's roles: a map (colour = number of roles, hover = their names) and a table."""
+    """Each head's roles: one colour per role (a marker per head and role, side by side when a head has several)."""
     name, n_layers, n_heads, _ = _shape(atlas, model)
     table = role_table(atlas, model)
-    counts = np.zeros((n_layers, n_heads))
-    names = np.full((n_layers, n_heads), "", dtype=object)
-    for (layer, head), block in table.groupby(["layer", "head"]):
-        counts[layer, head] = len(block)
-        names[layer, head] = ", ".join(block["role"])
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], specs=[[{"type": "heatmap"}, {"type": "table"}]],
-                           subplot_titles=("heads with roles", "role table"))
-    hover = np.array([[f"L{l}H{h}: {names[l, h] or 'no role'}" for h in range(n_heads)] for l in range(n_layers)])
-    figure.add_trace(go.Heatmap(z=counts, text=hover, hovertemplate="%{text}<extra></extra>", colorscale="Blues",
-                                colorbar={"title": "roles", "x": 0.42}), row=1, col=1)
-    figure.add_trace(go.Table(header={"values": ["head", "role", "metric", "value", "rule"]},
-                              cells={"values": [[f"L{l}H{h}" for l, h in zip(table["layer"], table["head"])], table["role"],
-                                                table["metric"], [f"{v:.3g}" for v in table["value"]], table["rule"]]}),
-                     row=1, col=2)
-    figure.update_layout(title=f"roles — {name}", height=max(420, 18 * n_layers + 160))
-    figure.update_xaxes(title_text="head", row=1, col=1)
-    figure.update_yaxes(title_text="layer", row=1, col=1)
+    held = table.groupby(["layer", "head"])["role"].apply(list).to_dict()
+    figure = go.Figure()
+    for role, colour in zip(ROLES, ROLE_COLOURS):
+        mine = table[table["role"] == role.name]
+        if mine.empty:
+            continue
+        xs, labels = [], []
+        for layer, head in zip(mine["layer"], mine["head"]):
+            roles = held[(layer, head)]
+            xs.append(head + (roles.index(role.name) - (len(roles) - 1) / 2) * 0.7 / len(roles))
+            labels.append(f"L{layer}H{head}: {', '.join(roles)}")
+        figure.add_trace(go.Scatter(x=xs, y=mine["layer"], mode="markers", name=f"{role.name} ({len(mine)})", text=labels,
+                                    hovertemplate="%{text}<extra></extra>", marker={"symbol": "square", "size": 9, "color": colour}))
+    figure.update_layout(title=f"roles — {name}", height=max(380, 18 * n_layers + 140), legend_title_text="role (heads)",
+                         xaxis={"title": "head", "range": [-0.5, n_heads - 0.5], "dtick": 1},
+                         yaxis={"title": "layer", "range": [n_layers - 0.5, -0.5]})
     return figure
 
 
@@ -174,20 +181,27 @@ def model_level_table(atlas: Atlas, model: str | None = None) -> go.Figure | Non
 
 
 def compare_map(first: Atlas, second: Atlas, metric: str, *, first_model: str | None = None,
-                second_model: str | None = None) -> go.Figure:
-    """Two atlases side by side and their difference. Different shapes are compared by normalised depth."""
+                second_model: str | None = None, names: tuple[str, str] | None = None) -> go.Figure:
+    """Two atlases side by side and their difference. Different shapes are compared by normalised depth.
+
+    `names` label the panels (e.g. file names); by default the model names, told apart when equal.
+    """
     a_name, a_layers, a_heads, _ = _shape(first, first_model)
     b_name, b_layers, b_heads, _ = _shape(second, second_model)
     a, b = metric_grid(first, metric, first_model), metric_grid(second, metric, second_model)
-    a_label, b_label = (a_name, b_name) if a_name != b_name else (f"{a_name} (1)", f"{b_name} (2)")
+    a_label, b_label = names or ((a_name, b_name) if a_name != b_name else (f"{a_name} (first)", f"{b_name} (second)"))
     if (a_layers, a_heads) == (b_layers, b_heads):
-        figure = make_subplots(rows=1, cols=3, subplot_titles=(a_label, b_label, "difference (1 - 2)"), horizontal_spacing=0.08)
+        figure = make_subplots(rows=1, cols=3, subplot_titles=(a_label, b_label, "difference (left - middle)"),
+                               horizontal_spacing=0.11)
         scale = dict(zmin=float(np.nanmin([np.nanmin(a), np.nanmin(b)])), zmax=float(np.nanmax([np.nanmax(a), np.nanmax(b)])))
         figure.add_trace(go.Heatmap(z=a, colorscale="Viridis", showscale=False, **scale), row=1, col=1)
-        figure.add_trace(go.Heatmap(z=b, colorscale="Viridis", colorbar={"x": 0.63, "title": metric}, **scale), row=1, col=2)
+        figure.add_trace(go.Heatmap(z=b, colorscale="Viridis", colorbar={"x": 0.655, "len": 0.9, "thickness": 12, "title": metric},
+                                    **scale), row=1, col=2)
         limit = float(np.nanmax(np.abs(a - b))) or 1.0
-        figure.add_trace(go.Heatmap(z=a - b, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, colorbar={"title": "1 - 2"}),
-                         row=1, col=3)
+        figure.add_trace(go.Heatmap(z=a - b, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+                                    colorbar={"x": 1.0, "len": 0.9, "thickness": 12, "title": "left - middle"}), row=1, col=3)
+        figure.update_xaxes(title_text="head")
+        figure.update_yaxes(title_text="layer", autorange="reversed")
         figure.update_layout(title=f"{metric}: {a_label} vs {b_label}", height=max(360, 18 * a_layers + 140))
         return figure
     # different shapes: per-layer max and mean against depth / (n_layers - 1)

@@ -153,3 +153,28 @@ def test_register_refuses_non_analyzers_and_taken_names():
 
     with pytest.raises(HeadscopeError, match="already registered"):
         register_analyzer(Clash)
+
+
+@pytest.mark.parametrize("name", sorted(ANALYZERS))
+def test_metric_docs_describe_declared_metrics(name):
+    """Every documented metric is a declared pattern, so a renamed metric cannot keep a stale meaning."""
+    cls = ANALYZERS[name]
+    assert set(cls.metric_docs) <= set(cls.metrics), set(cls.metric_docs) - set(cls.metrics)
+    assert all(doc.meaning and doc.direction in ("higher", "lower", "flag", "neither") for doc in cls.metric_docs.values())
+
+
+@pytest.mark.parametrize("name", ["induction", "previous-token", "duplicate-token", "sinks"])
+def test_classic_and_sinks_document_every_metric(name):
+    """The explorer's default scan (classic + sinks) shows a meaning for every metric it writes."""
+    cls = ANALYZERS[name]
+    assert set(cls.metric_docs) == set(cls.metrics)
+
+
+def test_doc_for_matches_patterns():
+    from headscope.analyzers.metrics import MetricDoc, doc_for
+
+    declared = ("maps_{relation}", "maps_{relation}_k", "maps_{relation}_n_pairs")
+    docs = {"maps_{relation}": MetricDoc("a"), "maps_{relation}_k": MetricDoc("b", "neither")}
+    assert doc_for(declared, docs, "maps_copying").meaning == "a" and doc_for(declared, docs, "other") is None
+    assert doc_for(declared, docs, "maps_copying_k").meaning == "b"  # the most specific pattern wins
+    assert doc_for(declared, docs, "maps_copying_n_pairs") is None  # undocumented: no borrowed meaning

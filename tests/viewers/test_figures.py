@@ -58,8 +58,8 @@ def test_head_map_is_the_pivot_with_kv_groups_and_full_hover():
 def test_roles_follow_the_thresholds_and_skip_absent_metrics():
     table = role_table(synthetic())
     assert set(zip(table["layer"], table["head"], table["role"])) == {(2, 3, "induction"), (1, 0, "previous-token")}
-    summary = role_summary(synthetic())
-    assert np.array(summary.data[0].z)[2, 3] == 1
+    summary = role_summary(synthetic())  # one trace (colour) per role, at its heads
+    assert {t.name: (list(t.x), list(t.y)) for t in summary.data} == {"previous-token (1)": ([0], [1]), "induction (1)": ([3], [2])}
 
 
 def test_head_card_ranks_every_metric():
@@ -94,10 +94,26 @@ def test_report_is_self_contained():
     text = render_report(synthetic(), compare=synthetic("b", seed=2))
     assert text.count("<script") >= 3 and not re.search(r'<script[^>]*src="https?:', text)  # nothing fetched
     assert "plotly.js v" in text or "Plotly" in text  # the library itself is inlined
-    assert "model-level" in text and "compare: induction_score" in text
+    assert "Model-level results" in text and "Compare: m vs b" in text
 
 
 def test_viewers_import_without_torch():
     code = "import sys, headscope.viewers, headscope.atlas; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_head_card_ranks_a_missing_value_last():
+    frame = synthetic().frame
+    frame.loc[(frame.metric == "induction_score") & (frame["layer"] == 0) & (frame["head"] == 0), "value"] = np.nan
+    atlas = Atlas(frame)
+    cells = head_card(atlas, 0, 0).data[0].cells.values
+    assert cells[3][0] == "last (no value)"
+    assert head_card(atlas, 2, 3).data[0].cells.values[3][0] == "1 / 23"  # the missing head is not counted
+
+
+def test_a_flag_gets_two_colours_and_layer_zero_is_on_top():
+    frame = synthetic().frame
+    frame.loc[frame.metric == "induction_score", "value"] = (frame.loc[frame.metric == "induction_score", "value"] > 0.1).astype(float)
+    figure = head_map(Atlas(frame), "induction_score")
+    assert list(figure.data[0].colorbar.ticktext) == ["0: no", "1: yes"] and figure.layout.yaxis.autorange == "reversed"
