@@ -129,8 +129,10 @@ def view(
 ) -> None:
     """Write a self-contained HTML report (plotly.js embedded; opens with no network)."""
     from headscope.atlas import read_atlas
+    from headscope.paths import check_output_path
     from headscope.viewers import write_report
 
+    check_output_path(out, what="--out")
     written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None)
     console.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MB)")
 
@@ -142,7 +144,9 @@ def merge(
 ) -> None:
     """Merge atlases; identical rows collapse, conflicting rows are reported and nothing is written."""
     from headscope.atlas import merge_atlases, read_atlas
+    from headscope.paths import check_output_path
 
+    check_output_path(out, what="--out")
     merged = merge_atlases([read_atlas(path) for path in atlases])
     merged.save(out)
     console.print(f"wrote {len(merged)} rows ({', '.join(merged.models)}) to {out}")

@@ -10,6 +10,7 @@ from headscope.atomic import atomic_write_json
 from headscope.errors import HeadscopeError
 from headscope.models import DEFAULT_MODEL
 from headscope.scanning.cache import PartCache, parts_folder
+from headscope.scanning.checks import check_numbers, check_out
 from headscope.scanning.execute import Executor, execute_scan
 from headscope.scanning.params import build_analyzers
 from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings
@@ -44,6 +45,7 @@ def scan(
     interruption. `ray_address` ("local" or a cluster address) runs the tasks on Ray workers. `backend` is auto,
     transformer-lens or nnsight; `remote` runs the model on NDIF through nnsight.
     """
+    check_numbers(seq_len=seq_len, n_samples=n_samples, seed=seed, ray_workers=ray_workers)
     shared = {"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
               "context_lengths": tuple(context_lengths) if context_lengths else None}
     built = build_analyzers(analyzers, shared=shared, params=params)
@@ -53,9 +55,8 @@ def scan(
         raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
     if remote and ray_address is not None:
         raise HeadscopeError("--remote and --ray exclude each other: NDIF already runs the model remotely")
-    if out is not None and parts_folder(Path(out)).exists() and not resume:
-        raise HeadscopeError(f"{parts_folder(Path(out))} holds parts of an interrupted scan: add --resume to continue it, "
-                             "or delete the folder")
+    if out is not None:
+        check_out(Path(out), resume=resume)
     loaded = settings.load(quiet=not progress)
     cache = PartCache(parts_folder(Path(out)), settings.fingerprint(loaded)) if out is not None else None
     executor: Executor | None = None

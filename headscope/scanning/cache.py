@@ -36,10 +36,10 @@ class PartCache:
 
     def __init__(self, folder: Path, fingerprint: dict[str, Any]) -> None:
         self.folder = folder
-        self.fingerprint = fingerprint
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = fingerprint  # the folder is made by the first save: a refused scan leaves no trace
 
     def save(self, task: Task, output: TaskOutput) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         header = json.dumps({**self.fingerprint, **task.part_meta}, sort_keys=True)
         if output.states is not None:
             flat = {f"{analyzer}/{key}": tensor.contiguous()
