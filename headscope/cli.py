@@ -61,6 +61,7 @@ def scan(
     param: list[str] = typer.Option([], "--param", "-p", help="analyzer parameter, e.g. induction.exclude_bos=false (repeatable)"),
     top: int = typer.Option(5, help="heads per metric in the summary"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted scan from the parts next to --out"),
+    force: bool = typer.Option(False, "--force", help="with --resume: discard parts of a scan with other parameters"),
     shard_size: int = typer.Option(64, help="probe sequences per shard (unit of resume and of Ray tasks)"),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="[ADDRESS]", help="run shards on Ray: alone = a local Ray, or a cluster address (needs headscope[ray])"
@@ -89,6 +90,7 @@ def scan(
             params=parse_param_overrides(param),
             shard_size=shard_size,
             resume=resume,
+            force=force,
             ray_address=ray,
             ray_workers=ray_workers,
             progress=not quiet,
