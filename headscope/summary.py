@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headscope.atlas import Atlas
+from headscope.terminal import safe
 
 
 def summary_table(atlas: Atlas, *, k: int = 5, model: str | None = None) -> Table:
@@ -16,10 +17,10 @@ def summary_table(atlas: Atlas, *, k: int = 5, model: str | None = None) -> Tabl
     """
     model = model or atlas.models[0]
     metrics = sorted(m for m in atlas.head_rows(model)["metric"].unique() if not m.endswith(("_std", "_rank", "_member")))
-    table = Table(title=f"top heads: {model}", show_lines=False)
+    table = Table(title=f"top heads: {safe(model)}", show_lines=False)
     table.add_column("rank", justify="right")
     for metric in metrics:
-        table.add_column(metric)
+        table.add_column(safe(metric))
     tops = {metric: atlas.top(metric, k, model=model) for metric in metrics}
     for rank in range(k):
         cells = [str(rank + 1)]
@@ -40,9 +41,9 @@ def print_summary(atlas: Atlas, *, k: int = 5, console: Console | None = None) -
         console.print(summary_table(atlas, k=k, model=model))
         model_rows = atlas.model_metrics(model)
         if not model_rows.empty:
-            table = Table(title=f"model-level: {model}")
+            table = Table(title=f"model-level: {safe(model)}")
             for column in ("analyzer", "metric", "value", "n_samples"):
                 table.add_column(column)
             for _, row in model_rows.iterrows():
-                table.add_row(row["analyzer"], row["metric"], f"{row['value']:.4g}", str(row["n_samples"]))
+                table.add_row(safe(row["analyzer"]), safe(row["metric"]), f"{row['value']:.4g}", str(row["n_samples"]))
             console.print(table)
