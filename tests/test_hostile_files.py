@@ -170,3 +170,23 @@ def test_generated_detectors_load_only_with_exact_types(field, value):
         assert type(detector.window) is int and detector.window > 0 and isinstance(detector.span, str)
         assert detector.coef.shape == (detector.n_layers * detector.n_heads,) and np.isfinite(detector.coef).all()
         assert np.isfinite(detector.intercept)
+
+
+# --- scan parts ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", [b"[" * 100_000 + b"]" * 100_000, b'{"x": ' + b"9" * 5000 + b"}", b'{"x": NaN}', b"[]"])
+def test_hostile_part_metadata_is_refused(side, tiny_llama_dir, tmp_path, monkeypatch):
+    """A rows part whose side-output JSON was crafted: resume refuses it in one line, never crashes."""
+    import headscope
+
+    out = tmp_path / "atlas.parquet"
+    with monkeypatch.context() as patch:
+        patch.setattr(Atlas, "save", lambda self, path: (_ for _ in ()).throw(RuntimeError("interrupted")))
+        with pytest.raises(RuntimeError):
+            headscope.scan(str(tiny_llama_dir), "sinks", out=out, seq_len=16, n_samples=2, progress=False)
+    (part,) = Path(f"{out}.parts").glob("*.rows.parquet")
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"side_outputs": side}), part)
+    with pytest.raises(HeadscopeError, match="unreadable") as err:
+        headscope.scan(str(tiny_llama_dir), "sinks", out=out, seq_len=16, n_samples=2, progress=False, resume=True)
+    assert "\n" not in str(err.value)

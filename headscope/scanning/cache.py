@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from headscope.analyzers import HeadValue
 from headscope.atomic import atomic_write
 from headscope.errors import HeadscopeError
+from headscope.strict_json import load_json
 from headscope.scanning.plan import Task, TaskOutput
 
 STATES, ROWS = ".safetensors", ".rows.parquet"
@@ -96,9 +97,9 @@ class PartCache:
     def _load_states(self, path: Path, task: Task) -> TaskOutput:
         try:
             with safe_open(str(path), framework="pt") as handle:
-                recorded = json.loads((handle.metadata() or {}).get(_HEADER, "{}"))
+                recorded = _strict((handle.metadata() or {}).get(_HEADER, "{}"), dict)
             flat = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
+        except (SafetensorError, OSError, ValueError, HeadscopeError) as err:
             raise _unreadable(path, err) from None
         self._check(path, recorded, task)
         states: dict[str, dict[str, torch.Tensor]] = {a.name: {} for a in task.group.members}
@@ -113,9 +114,11 @@ class PartCache:
         try:
             table = pq.read_table(path)
             meta = table.schema.metadata or {}
-            recorded = json.loads(meta.get(_HEADER.encode(), b"{}"))
-            side = json.loads(meta.get(b"side_outputs", b"{}"))
-            names = json.loads(meta.get(b"analyzers", b"[]"))
+            recorded = _strict(meta.get(_HEADER.encode(), b"{}"), dict)
+            side = _strict(meta.get(b"side_outputs", b"{}"), dict)
+            names = _strict(meta.get(b"analyzers", b"[]"), list)
+            if not all(isinstance(name, str) for name in names):
+                raise ValueError("analyzer names are not strings")
         except Exception as err:  # foreign or damaged bytes
             raise _unreadable(path, err) from None
         self._check(path, recorded, task)
@@ -209,6 +212,14 @@ def _loads(text: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _strict(raw: str | bytes, kind: type) -> Any:
+    """A part's JSON (header, side outputs, names): bounded and finite like every file we read, of the expected kind."""
+    value = load_json(raw, origin="part metadata", fix="delete the part")
+    if not isinstance(value, kind):
+        raise ValueError(f"part metadata is not a {kind.__name__}")
+    return value
 
 
 def _unreadable(path: Path, err: Exception) -> HeadscopeError:
