@@ -138,3 +138,12 @@ def test_a_symlink_to_a_regular_file_is_replaced_through(atlas_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "link.parquet").is_symlink()
     assert len(read_atlas(tmp_path / "real.parquet")) == len(read_atlas(atlas_file))
+
+
+def test_a_model_that_fails_to_load_leaves_no_folders(tmp_path):
+    """`-o new/sub/atlas.parquet`: the folders the scan would create are gone again when it is refused."""
+    (tmp_path / "keep.txt").write_text("mine")
+    before = _tree(tmp_path)
+    with pytest.raises(HeadscopeError, match="does not exist"):
+        headscope.scan(str(tmp_path / "no-such-model"), out=tmp_path / "new" / "sub" / "atlas.parquet", progress=False, **SMALL)
+    assert _tree(tmp_path) == before

@@ -149,7 +149,7 @@ class PartCache:
 def locked(folder: Path) -> Iterator[None]:
     """Hold `folder/.lock` (an flock: the kernel drops it when the holder dies, so a kill -9 leaves no stale lock)
     while a scan writes parts there; a second writer is refused at once. The folder goes if it is left empty."""
-    made = not folder.exists()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again when left empty
     folder.mkdir(parents=True, exist_ok=True)
     handle = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -163,8 +163,8 @@ def locked(folder: Path) -> Iterator[None]:
             (folder / LOCK).unlink(missing_ok=True)
     finally:
         os.close(handle)
-        if made or folder.is_dir():
-            _remove_if_empty(folder)
+        for created in [folder, *made]:  # deepest first: a refused or finished scan leaves no empty folders
+            _remove_if_empty(created)
 
 
 def _remove_if_empty(folder: Path) -> None:
