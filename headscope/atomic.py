@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from headscope.errors import HeadscopeError
+from headscope.paths import check_output_path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(temp_path)` to fill a temp file beside `path`, fsync it, then rename it over `path`."""
-    target = Path(path)
-    if target.is_dir():
-        raise HeadscopeError(f"'{target}' is a folder: give a file name such as atlas.parquet")
+    target = check_output_path(path)
+    if target.is_symlink():  # write through a link to a regular file: the link stays, its target gets the bytes
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)

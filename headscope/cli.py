@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headscope.errors import HeadscopeError
+from headscope.errors import HeadscopeError, os_error_line
+from headscope.terminal import safe
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Head atlases for transformer language models.")
 console = Console()
@@ -59,8 +60,9 @@ def scan(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     param: list[str] = typer.Option([], "--param", "-p", help="analyzer parameter, e.g. induction.exclude_bos=false (repeatable)"),
-    top: int = typer.Option(5, help="heads per metric in the summary"),
+    top: int = typer.Option(5, min=1, help="heads per metric in the summary"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted scan from the parts next to --out"),
+    force: bool = typer.Option(False, "--force", help="with --resume: discard parts of a scan with other parameters"),
     shard_size: int = typer.Option(64, help="probe sequences per shard (unit of resume and of Ray tasks)"),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="[ADDRESS]", help="run shards on Ray: alone = a local Ray, or a cluster address (needs headscope[ray])"
@@ -73,6 +75,7 @@ def scan(
     from headscope.scanning import scan as run_scan
     from headscope.summary import print_summary
 
+    before = _side_outputs(out)
     try:
         atlas = run_scan(
             model,
@@ -89,6 +92,7 @@ def scan(
             params=parse_param_overrides(param),
             shard_size=shard_size,
             resume=resume,
+            force=force,
             ray_address=ray,
             ray_workers=ray_workers,
             progress=not quiet,
@@ -97,23 +101,24 @@ def scan(
     except KeyboardInterrupt:
         raise Interrupted(_what_was_kept(out)) from None
     print_summary(atlas, k=top, console=console)
-    console.print(f"wrote {len(atlas)} rows to {out}")
+    console.print(f"wrote {len(atlas)} rows to {safe(out)}")
     from headscope.scanning import side_output_path
 
     for name in atlas.analyzers:
         extra = side_output_path(out, name)
-        if extra.is_file():
-            console.print(f"wrote {name} extras to {extra}")
+        if extra.is_file() and _identity(extra) != before.get(extra):  # written by this run, not a stale one
+            console.print(f"wrote {safe(name)} extras to {safe(extra)}")
     from headscope.atlas.exemplars import exemplar_path
 
-    if exemplar_path(out).is_file():
-        console.print(f"wrote each head's pattern on two short texts to {exemplar_path(out)} (headscope view shows them)")
+    exemplars = exemplar_path(out)
+    if exemplars.is_file() and _identity(exemplars) != before.get(exemplars):
+        console.print(f"wrote each head's pattern on two short texts to {safe(exemplars)} (headscope view shows them)")
 
 
 @app.command()
 def show(
     atlas_path: Path = typer.Argument(..., metavar="ATLAS", help="an atlas .parquet file"),
-    top: int = typer.Option(5, help="heads per metric"),
+    top: int = typer.Option(5, min=1, help="heads per metric"),
     full: bool = typer.Option(False, "--all", help="every model-level row instead of sparklines and top entries"),
 ) -> None:
     """Print the top heads of an existing atlas, one block per analyzer."""
@@ -122,7 +127,8 @@ def show(
 
     atlas = read_atlas(atlas_path)
     meta = atlas.metadata
-    console.print(f"{atlas_path}: {len(atlas)} rows, analyzers {', '.join(atlas.analyzers)}, schema {meta.get('schema_version')}")
+    console.print(f"{safe(atlas_path)}: {len(atlas)} rows, analyzers {safe(', '.join(atlas.analyzers))}, "
+                  f"schema {meta.get('schema_version')}")
     print_summary(atlas, k=top, console=console, full=full)
 
 
@@ -134,13 +140,15 @@ def view(
 ) -> None:
     """Write the atlas explorer: one self-contained HTML page (plotly.js embedded; opens with no network)."""
     from headscope.atlas import read_atlas
+    from headscope.paths import check_output_path
     from headscope.viewers import write_report
 
+    check_output_path(out, what="--out")
     names = None
     if compare is not None:  # label the panels by file: two scans of one model would otherwise look alike
         names = (atlas_path.name, compare.name) if atlas_path.name != compare.name else (str(atlas_path), str(compare))
     written = write_report(read_atlas(atlas_path), out, compare=read_atlas(compare) if compare else None, names=names)
-    console.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MB)")
+    console.print(f"wrote {safe(written)} ({written.stat().st_size / 2**20:.1f} MB)")
 
 
 @app.command()
@@ -150,10 +158,12 @@ def merge(
 ) -> None:
     """Merge atlases; identical rows collapse, conflicting rows are reported and nothing is written."""
     from headscope.atlas import merge_atlases, read_atlas
+    from headscope.paths import check_output_path
 
+    check_output_path(out, what="--out")
     merged = merge_atlases([read_atlas(path) for path in atlases])
     merged.save(out)
-    console.print(f"wrote {len(merged)} rows ({', '.join(merged.models)}) to {out}")
+    console.print(f"wrote {len(merged)} rows ({safe(', '.join(merged.models))}) to {safe(out)}")
 
 
 @app.command()
@@ -161,13 +171,13 @@ def diff(
     after: Path = typer.Argument(..., metavar="AFTER", help="atlas of the changed model (e.g. the refusal-tuned one)"),
     before: Path = typer.Argument(..., metavar="BEFORE", help="atlas of the reference model"),
     metric: str = typer.Option("ships_score", "--metric", "-m", help="metric to compare head by head"),
-    top: int = typer.Option(10, help="heads to print (largest change first)"),
+    top: int = typer.Option(10, min=1, help="heads to print (largest change first)"),
 ) -> None:
     """Print the heads whose METRIC changed most between two atlases (after - before)."""
     from headscope.atlas import diff_atlases, read_atlas
 
     table_rows = diff_atlases(read_atlas(after), read_atlas(before), metric).head(top)
-    table = Table(title=f"{metric}: {after.name} - {before.name}")
+    table = Table(title=safe(f"{metric}: {after.name} - {before.name}"))
     for column in ("head", "before", "after", "delta", "rank before", "rank after"):
         table.add_column(column, justify="right")
     for row in table_rows.itertuples():
@@ -234,6 +244,18 @@ def _optional_ray_address(argv: list[str]) -> list[str]:
     return out
 
 
+def _side_outputs(out: Path) -> dict[Path, tuple[int, int]]:
+    """Identity (inode, mtime) of the files already beside `out` (side outputs, exemplars): the atomic writer gives
+    a new file a new one."""
+    return {path: _identity(path) for path in out.parent.glob(f"{out.stem}.*") if path.is_file()} \
+        if out.parent.is_dir() else {}
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
+
+
 def _what_was_kept(out: Path) -> str:
     """The line printed on Ctrl-C during a scan: finished parts stay next to --out for --resume."""
     from headscope.scanning.cache import parts_folder
@@ -255,7 +277,10 @@ def main() -> None:
     try:
         app(args=_optional_ray_address(sys.argv[1:]), prog_name="headscope", standalone_mode=True)
     except HeadscopeError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {safe(err)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # the disk, not headscope: say which and what to do
+        err_console.print(f"[bold red]error:[/] {safe(os_error_line(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as err:
         err_console.print(str(err), highlight=False, soft_wrap=True, markup=False)
@@ -270,7 +295,7 @@ def main() -> None:
     except Exception as err:
         if os.environ.get("HEADSCOPE_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {err} (set HEADSCOPE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {safe(err)} (set HEADSCOPE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from headscope.atlas import Atlas
 from headscope.atlas.ranking import direction_of, strongest
 from headscope.atlas.tokens import readable_metric, readable_token
+from headscope.terminal import printable, safe
 
 SPARKS = "▁▂▃▄▅▆▇█"
 ARROWS = {"higher": "↑", "lower": "↓", "flag": "0/1", "neither": "·"}
@@ -76,7 +77,7 @@ def head_block(atlas: Atlas, model: str, analyzer: str, k: int) -> Table | None:
     table.add_column(f"top {k} heads", overflow="fold")
     for metric, block in rows.groupby("metric", sort=True):
         direction = direction_of(docs, metric, block["value"])
-        table.add_row(metric, ARROWS[direction], _top_heads(block, direction, k))
+        table.add_row(safe(metric), ARROWS[direction], _top_heads(block, direction, k))
     return table
 
 
@@ -95,27 +96,27 @@ def model_block(atlas: Atlas, model: str, analyzer: str, *, full: bool) -> Table
         block = block.sort_values("layer")
         if full:
             for layer, value in zip(block["layer"].astype(int), block["value"]):
-                table.add_row(f"{base} L{layer}", _value(value))
+                table.add_row(f"{safe(base)} L{layer}", _value(value))
             continue
         if block["value"].isna().all():
-            table.add_row(base, "no values")
+            table.add_row(safe(base), "no values")
             continue
         low, high = block.loc[block["value"].idxmin()], block.loc[block["value"].idxmax()]
-        table.add_row(base, Text(sparkline(block["value"].tolist())) + Text(
+        table.add_row(safe(base), Text(sparkline(block["value"].tolist())) + Text(
             f"  {_value(low['value'])} (L{int(low['layer'])}) .. {_value(high['value'])} (L{int(high['layer'])})"))
     families = scalars["metric"].str.extract(FAMILY)
     if full:
         for metric, value in zip(scalars["metric"], scalars["value"]):
-            table.add_row(readable_metric(metric), _value(value))
+            table.add_row(safe(readable_metric(metric)), _value(value))
         return table
     for base, block in scalars[families["base"].notna()].groupby(families["base"], sort=True):
         keys = families.loc[block.index, "key"]
         top = block.assign(key=keys).sort_values("value", ascending=False).head(3)
-        table.add_row(f"{base}[...]", ", ".join(f"{readable_token(key)!r} {_value(v)}" for key, v in zip(top["key"], top["value"]))
+        table.add_row(f"{safe(base)}[...]", safe(", ".join(f"{readable_token(key)!r} {_value(v)}" for key, v in zip(top["key"], top["value"])))
                       + (f" (+{len(block) - 3})" if len(block) > 3 else ""))
     plain = scalars[families["base"].isna()]
     for metric, value in zip(plain["metric"].head(MAX_SCALARS), plain["value"].head(MAX_SCALARS)):
-        table.add_row(metric, _value(value))
+        table.add_row(safe(metric), _value(value))
     if len(plain) > MAX_SCALARS:
         table.add_row(f"+{len(plain) - MAX_SCALARS} more", "headscope show ATLAS --all")
     return table
@@ -133,11 +134,11 @@ def print_summary(atlas: Atlas, *, k: int = 5, console: Console | None = None, f
     console = console or Console()
     for model in atlas.models:
         first = atlas.frame[atlas.frame["model"] == model].iloc[0]
-        console.print(Text(f"{model}: {int(first['n_layers'])} layers x {int(first['n_heads'])} heads "
+        console.print(Text(f"{printable(model)}: {int(first['n_layers'])} layers x {int(first['n_heads'])} heads "
                            f"({int(first['n_kv_heads'])} KV heads)", style="bold"))
         console.print(Text("↑ higher = stronger, ↓ lower = stronger, 0/1 flag, · no direction", style="dim"))
         for analyzer in sorted(atlas.frame.loc[atlas.frame["model"] == model, "analyzer"].unique()):
-            console.rule(Text(analyzer, style="bold"), align="left")
+            console.rule(Text(printable(analyzer), style="bold"), align="left")
             heads = head_block(atlas, model, analyzer, k)
             if heads is not None:
                 console.print(heads)

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from headscope.errors import HeadscopeError
+from headscope.strict_json import MAX_BYTES, load_json
 
 FORMAT = "headscope-lookback-detector"
 FORMAT_VERSION = 1
@@ -134,23 +135,24 @@ class LookbackDetector:
 
     @classmethod
     def from_json(cls, text: str, *, origin: str = "detector") -> "LookbackDetector":
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
-            raise HeadscopeError(f"{origin} is not a headscope lookback detector JSON: train one with --param lookback.detector_out=PATH") from None
+        fix = "train one with --param lookback.detector_out=PATH"
+        data = load_json(text, origin=origin, fix=fix, what="a headscope lookback detector JSON")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise HeadscopeError(f"{origin} is not a headscope lookback detector JSON: train one with --param lookback.detector_out=PATH")
-        if data.get("version") != FORMAT_VERSION:
-            raise HeadscopeError(f"{origin} has detector format version {data.get('version')}: this headscope reads {FORMAT_VERSION}")
-        try:
-            n_layers, n_heads = int(data["n_layers"]), int(data["n_heads"])
-            coef = np.asarray([float(x) for x in data["coef"]], dtype=np.float64)
-            intercept = float(data["intercept"])
-            span, window = str(data.get("span", "predefined")), int(data.get("window", 8))
-        except (KeyError, TypeError, ValueError):
-            raise HeadscopeError(f"{origin} is a damaged detector file (missing or non-numeric fields): retrain it") from None
-        if coef.shape != (n_layers * n_heads,) or not np.isfinite(coef).all() or not math.isfinite(intercept):
-            raise HeadscopeError(f"{origin} has {coef.size} finite weights for {n_layers} x {n_heads} heads: retrain it")
+            raise HeadscopeError(f"{origin} is not a headscope lookback detector JSON: {fix}")
+        if not _exact(data.get("version"), int) or data["version"] != FORMAT_VERSION:
+            raise HeadscopeError(f"{origin} has detector format version {data.get('version')!r}: this headscope reads {FORMAT_VERSION}")
+        n_layers, n_heads = data.get("n_layers"), data.get("n_heads")
+        window, span = data.get("window", 8), data.get("span", "predefined")
+        coef, intercept = data.get("coef"), data.get("intercept")
+        if not (_exact(n_layers, int) and _exact(n_heads, int) and n_layers > 0 and n_heads > 0
+                and _exact(window, int) and window > 0 and isinstance(span, str)
+                and isinstance(coef, list) and all(_exact(x, (int, float)) for x in coef)
+                and _exact(intercept, (int, float)) and isinstance(data.get("metadata", {}), dict)):
+            raise HeadscopeError(f"{origin} is a damaged detector file (missing fields or fields of the wrong type): retrain it")
+        coef = np.asarray(coef, dtype=np.float64)
+        intercept = float(intercept)
+        if coef.shape != (n_layers * n_heads,):
+            raise HeadscopeError(f"{origin} has {coef.size} weights for {n_layers} x {n_heads} heads: retrain it")
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         return cls(n_layers, n_heads, coef, intercept, span, window, metadata)
 
@@ -160,6 +162,8 @@ class LookbackDetector:
         path = Path(path)
         if not path.is_file():
             raise HeadscopeError(f"detector file {path} does not exist: pass the path written by lookback.detector_out")
+        if path.stat().st_size > MAX_BYTES:  # refused before it is read into memory
+            raise HeadscopeError(f"detector file {path} is larger than {MAX_BYTES} bytes: it is not a detector; retrain it")
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -246,3 +250,8 @@ def bootstrap_interval(
         return float("nan"), float("nan")
     tail = (1.0 - confidence) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def _exact(value: object, kinds: type | tuple[type, ...]) -> bool:
+    """isinstance without bool passing for int (JSON true is not a count or a weight)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from headscope.atlas.exemplars import exemplar_path, read_exemplars, write_exemplars
 from headscope.atlas.io import frame_to_table, read_table, write_table
 from headscope.atlas.schema import COLUMNS, ROW_KEY, SCHEMA_VERSION
 from headscope.errors import HeadscopeError
+
+# merge: values of one provenance this close are the same measurement (thread counts and Ray differ by ~1e-6)
+MERGE_RTOL, MERGE_ATOL = 1e-5, 1e-6
 
 
 _PER_LAYER = r"^(?P<base>.+)\.L(?P<layer>\d+)$"  # older model-level rows: one metric per layer, layer in the name
@@ -204,7 +208,8 @@ class Atlas:
 
 
 def merge_atlases(atlases: Iterable[Atlas]) -> Atlas:
-    """Concatenate atlases; identical rows collapse, conflicting rows (same key, other value) are refused.
+    """Concatenate atlases; rows of one provenance collapse when their values agree within MERGE_RTOL/MERGE_ATOL
+    (other thread counts and Ray give float noise of ~1e-6), keeping the first atlas's value; others are refused.
 
     Args:
         atlases: atlases of the same schema version (same or different models).
@@ -218,14 +223,17 @@ def merge_atlases(atlases: Iterable[Atlas]) -> Atlas:
     if len(versions) > 1:
         raise HeadscopeError(f"cannot merge atlases of schema versions {sorted(versions)}: re-scan the older ones")
     combined = pd.concat([a.frame for a in atlases], ignore_index=True)
-    combined = combined.drop_duplicates(subset=[*ROW_KEY, "value"], keep="first")
-    clashes = combined[combined.duplicated(subset=list(ROW_KEY), keep=False)]
+    first = combined.groupby(list(ROW_KEY), sort=False, dropna=False)["value"].transform(lambda values: values.iloc[0])
+    same = np.isclose(combined["value"], first, rtol=MERGE_RTOL, atol=MERGE_ATOL, equal_nan=True)
+    clashes = combined[~same]
     if not clashes.empty:
         sample = clashes.iloc[0]
         raise HeadscopeError(
-            f"{len(clashes)} conflicting rows (same provenance, different values), e.g. {sample['model']} "
-            f"L{sample['layer']}H{sample['head']} {sample['metric']}: re-scan one of them or merge them separately"
+            f"{len(clashes)} conflicting rows (same provenance, values apart by more than rtol {MERGE_RTOL:g} + atol "
+            f"{MERGE_ATOL:g}), e.g. {sample['model']} L{sample['layer']}H{sample['head']} {sample['metric']}: "
+            "re-scan one of them or merge them separately"
         )
+    combined = combined[~combined.duplicated(subset=list(ROW_KEY), keep="first")]  # the first atlas's value is kept
     docs = {metric: doc for a in atlases for metric, doc in a.metric_docs.items()}
     tables = [a.exemplars for a in atlases if a.exemplars is not None]
     exemplars = pd.concat(tables, ignore_index=True).drop_duplicates(["model", "text", "layer", "head", "query", "key"]) if tables else None

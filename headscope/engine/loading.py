@@ -8,6 +8,7 @@ nnsight otherwise.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -33,11 +34,20 @@ def parse_dtype(name: str) -> torch.dtype:
         raise HeadscopeError(f"unknown dtype '{name}': use one of float32, bfloat16, float16") from None
 
 
+_DEVICE = re.compile(r"cpu|mps|cuda(:[0-9]{1,3})?")
+
+
 def check_device(device: str) -> str:
+    """Refuse a device torch cannot name or this machine lacks, before a model is loaded."""
+    if not _DEVICE.fullmatch(device):
+        raise HeadscopeError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps (lower case)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise HeadscopeError(f"device '{device}' asked for but no CUDA GPU is visible: use `--device cpu`")
     if device == "mps" and not torch.backends.mps.is_available():
         raise HeadscopeError("device 'mps' asked for but MPS is not available: use `--device cpu`")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise HeadscopeError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+                             "numbered from cuda:0")
     return device
 
 

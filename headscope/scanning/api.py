@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from headscope.analyzers import Analyzer
 from headscope.atlas import Atlas
 from headscope.atomic import atomic_write_json
 from headscope.errors import HeadscopeError
 from headscope.models import DEFAULT_MODEL
-from headscope.scanning.cache import PartCache, parts_folder
+from headscope.scanning.cache import PartCache, locked, parts_folder
+from headscope.scanning.checks import check_numbers, check_out
 from headscope.scanning.execute import Executor, execute_scan
 from headscope.scanning.params import build_analyzers
 from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings
@@ -32,6 +35,7 @@ def scan(
     params: dict[str, dict[str, Any]] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     resume: bool = False,
+    force: bool = False,
     ray_address: str | None = None,
     ray_workers: int | None = None,
     progress: bool = True,
@@ -53,6 +57,7 @@ def scan(
         seq_len, n_samples, seed, context_lengths: shared probe knobs, applied to analyzers that take them.
         params: per-analyzer overrides, e.g. `{"induction": {"exclude_bos": False}}`.
         resume: continue an interrupted scan from `<out>.parts/`.
+        force: with `resume`, discard parts of a scan with other parameters instead of refusing.
         ray_address, ray_workers: run the tasks on Ray.
         progress: show progress bars.
     Returns:
@@ -61,6 +66,7 @@ def scan(
     Raises:
         HeadscopeError: a user mistake (unknown analyzer or model, bad parameter), with the fix in the message.
     """
+    check_numbers(seq_len=seq_len, n_samples=n_samples, seed=seed, ray_workers=ray_workers)
     shared = {"seq_len": seq_len, "n_samples": n_samples, "seed": seed,
               "context_lengths": tuple(context_lengths) if context_lengths else None}
     built = build_analyzers(analyzers, shared=shared, params=params)
@@ -70,11 +76,26 @@ def scan(
         raise HeadscopeError("--resume needs --out: the parts of an interrupted scan live next to its atlas")
     if remote and ray_address is not None:
         raise HeadscopeError("--remote and --ray exclude each other: NDIF already runs the model remotely")
-    if out is not None and parts_folder(Path(out)).exists() and not resume:
-        raise HeadscopeError(f"{parts_folder(Path(out))} holds parts of an interrupted scan: add --resume to continue it, "
-                             "or delete the folder")
+    if force and not resume:
+        raise HeadscopeError("--force goes with --resume: it discards the parts of a scan with other parameters")
+    if out is not None:
+        check_out(Path(out), resume=resume)
+    if out is None:
+        return _run(settings, built, progress, None, ray_address, ray_workers).atlas
+    with locked(parts_folder(Path(out))):  # a second scan writing the same parts is refused here
+        result = _run(settings, built, progress, (parts_folder(Path(out)), force), ray_address, ray_workers)
+        result.atlas.save(out)
+        for name, payload in result.side_outputs.items():
+            atomic_write_json(side_output_path(out, name), payload)
+        result.cache.remove()  # type: ignore[union-attr]
+    return result.atlas
+
+
+def _run(settings: RunSettings, built: list[Analyzer], progress: bool, parts: tuple[Path, bool] | None,
+         ray_address: str | None, ray_workers: int | None) -> _Result:
+    """Load the model, run the scan here or on Ray, with finished tasks cached in `parts` (folder, force)."""
     loaded = settings.load(quiet=not progress)
-    cache = PartCache(parts_folder(Path(out)), settings.fingerprint(loaded)) if out is not None else None
+    cache = PartCache(parts[0], settings.fingerprint(loaded), force=parts[1]) if parts else None
     executor: Executor | None = None
     if ray_address is not None:
         from headscope.scanning.ray_executor import RayExecutor
@@ -85,13 +106,14 @@ def scan(
     finally:
         if executor is not None:
             executor.close()
-    if out is not None:
-        result.atlas.save(out)
-        for name, payload in result.side_outputs.items():
-            atomic_write_json(side_output_path(out, name), payload)
-        if cache is not None:
-            cache.remove()
-    return result.atlas
+    return _Result(result.atlas, result.side_outputs, cache)
+
+
+@dataclass
+class _Result:
+    atlas: Atlas
+    side_outputs: dict[str, Any]
+    cache: PartCache | None
 
 
 def side_output_path(atlas_path: str | Path, analyzer: str) -> Path:

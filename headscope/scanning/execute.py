@@ -110,6 +110,8 @@ def execute_scan(backend: Backend, analyzers: Sequence[Analyzer], settings: RunS
     groups = plan_scan(analyzers, ctx, settings.shard_size)
     if not groups:
         raise HeadscopeError("no analyzer produced rows: pass at least one analyzer")
+    if cache:
+        cache.claim([t for g in groups for t in g.tasks])
     done: dict[int, TaskOutput] = {}
     pending = []
     for task in (t for g in groups for t in g.tasks):

@@ -8,6 +8,7 @@ from typing import Any
 from headscope._version import __version__
 from headscope.analyzers import ScanContext
 from headscope.engine import Backend, load_backend
+from headscope.engine.loading import check_device, parse_dtype
 from headscope.errors import HeadscopeError
 from headscope.models import DEFAULT_MODEL
 
@@ -34,6 +35,9 @@ class RunSettings:
             raise HeadscopeError(f"padding side '{self.padding_side}' is unknown: use 'left' or 'right'")
         if self.shard_size < 1:
             raise HeadscopeError("--shard-size must be at least 1")
+        parse_dtype(self.dtype)
+        if not self.remote:
+            check_device(self.device)
 
     @classmethod
     def of_backend(cls, backend: Backend, **batching: Any) -> RunSettings:
