@@ -147,3 +147,29 @@ def test_a_model_that_fails_to_load_leaves_no_folders(tmp_path):
     with pytest.raises(HeadscopeError, match="does not exist"):
         headscope.scan(str(tmp_path / "no-such-model"), out=tmp_path / "new" / "sub" / "atlas.parquet", progress=False, **SMALL)
     assert _tree(tmp_path) == before
+
+
+def test_pickled_weights_that_name_code_are_refused_in_one_line(tiny_llama_dir, tmp_path):
+    """A `pytorch_model.bin` whose pickle names a global (here `print`): torch's weights-only loader refuses it
+    and nothing runs; the user gets one line naming the fix instead of an unexpected UnpicklingError."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from headscope.engine import load_backend
+    from headscope.errors import HeadscopeError
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_llama_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+
+    class RunsCode:
+        def __reduce__(self):
+            return (print, ("this must never print",))
+
+    torch.save({**weights, "extra": RunsCode()}, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    for backend in ("transformer-lens", "nnsight"):
+        with pytest.raises(HeadscopeError, match="pickle that names code.*safetensors"):
+            load_backend(str(folder), backend=backend, quiet=True)

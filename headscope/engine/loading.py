@@ -8,6 +8,7 @@ nnsight otherwise.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -75,17 +76,23 @@ def load_backend(
     resolved = resolve_model(model, revision=revision, quiet=quiet)
     if backend == "auto":
         backend = choose_backend(resolved.path)
-    if backend == "nnsight":
-        from headscope.engine.nnsight_backend import NNsightBackend
+    try:
+        if backend == "nnsight":
+            from headscope.engine.nnsight_backend import NNsightBackend
 
-        return NNsightBackend(
+            return NNsightBackend(
+                resolved.path, model_id=resolved.model_id, revision=resolved.revision, device=device, dtype=torch_dtype
+            )
+        from headscope.engine.transformer_lens_backend import TransformerLensBackend
+
+        return TransformerLensBackend(
             resolved.path, model_id=resolved.model_id, revision=resolved.revision, device=device, dtype=torch_dtype
         )
-    from headscope.engine.transformer_lens_backend import TransformerLensBackend
-
-    return TransformerLensBackend(
-        resolved.path, model_id=resolved.model_id, revision=resolved.revision, device=device, dtype=torch_dtype
-    )
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met code in a .bin: nothing of it ran
+        raise HeadscopeError(
+            f"the weights in {resolved.path} are a pickle that names code (torch refused to load it, nothing ran): "
+            "use a copy saved as safetensors from a source you trust"
+        ) from None
 
 
 def choose_backend(path: Path) -> str:
