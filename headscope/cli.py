@@ -258,10 +258,10 @@ def _identity(path: Path) -> tuple[int, int]:
 
 def _what_was_kept(out: Path) -> str:
     """The line printed on Ctrl-C during a scan: finished parts stay next to --out for --resume."""
-    from headscope.scanning.cache import parts_folder
+    from headscope.scanning.cache import is_part_file, parts_folder
 
     folder = parts_folder(Path(out))
-    kept = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")] if folder.is_dir() else []
+    kept = [p for p in folder.iterdir() if is_part_file(p)] if folder.is_dir() else []
     if not kept:
         return "interrupted: nothing was written"
     return (

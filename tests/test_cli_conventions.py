@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from headscope.scanning.cache import is_part_file
+
 SCRIPT = Path(sys.executable).with_name("headscope")
 
 
@@ -82,7 +84,7 @@ def test_ctrl_c_during_a_scan_says_what_was_kept_and_exits_130(tiny_llama_dir, t
     deadline = time.monotonic() + 120
     finished = []
     while time.monotonic() < deadline and process.poll() is None and not finished:
-        finished = [p for p in parts.iterdir() if not p.name.startswith(".")] if parts.is_dir() else []
+        finished = [p for p in parts.iterdir() if is_part_file(p)] if parts.is_dir() else []
         time.sleep(0.02)
     assert finished, "no shard finished before the scan ended: make the scan longer"
     process.send_signal(signal.SIGINT)
@@ -91,9 +93,11 @@ def test_ctrl_c_during_a_scan_says_what_was_kept_and_exits_130(tiny_llama_dir, t
     assert process.returncode == 130, stderr
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "--resume" in lines[0], stderr
     assert str(parts) in lines[0] and not out.exists()
-    kept = [p for p in parts.iterdir() if not p.name.startswith(".")]
+    kept = [p for p in parts.iterdir() if is_part_file(p)]
     assert len(kept) >= len(finished)  # nothing finished was thrown away
+    assert lines[0].startswith(f"interrupted: {len(kept)} finished part file(s)")
+    (parts / "my-notes.txt").write_text("a user's own file is neither counted nor deleted")
     resumed = _run("scan", str(tiny_llama_dir), "-o", str(out), "--n-samples", "4000", "--seq-len", "41",
                    "--shard-size", "16", "-q", "--resume", timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert out.is_file() and not parts.exists()
+    assert out.is_file() and (parts / "my-notes.txt").is_file()  # cleanup removed only the scan's own parts

@@ -38,6 +38,11 @@ def parts_folder(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def is_part_file(path: Path) -> bool:
+    """A finished part this scan's naming scheme wrote (not a temp file, the lock, or a user's own file)."""
+    return path.is_file() and _PART.fullmatch(path.name) is not None
+
+
 class PartCache:
     """One folder of part files for one scan (identified by `fingerprint`)."""
 
