@@ -19,6 +19,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+NOTHING_KEPT = "interrupted: nothing was written"  # Ctrl-C before a finished part, or outside a scan (atomic writes)
+
+
 class Interrupted(Exception):
     """Ctrl-C, carrying the one line that says what was kept (typer would turn a bare Ctrl-C into a silent 130)."""
 
@@ -263,7 +266,7 @@ def _what_was_kept(out: Path) -> str:
     folder = parts_folder(Path(out))
     kept = [p for p in folder.iterdir() if is_part_file(p)] if folder.is_dir() else []
     if not kept:
-        return "interrupted: nothing was written"
+        return NOTHING_KEPT
     return (
         f"interrupted: {len(kept)} finished part file(s) kept in {folder}; "
         "run the same command with --resume to continue"
@@ -287,10 +290,10 @@ def main() -> None:
         sys.exit(130)
     except SystemExit as done:
         if done.code == 130:  # typer's answer to Ctrl-C outside a scan: nothing is half-written (atomic writes)
-            err_console.print("interrupted: nothing was written", highlight=False)
+            err_console.print(NOTHING_KEPT, highlight=False)
         raise
     except KeyboardInterrupt:
-        err_console.print("interrupted: nothing was written", highlight=False)
+        err_console.print(NOTHING_KEPT, highlight=False)
         sys.exit(130)
     except Exception as err:
         if os.environ.get("HEADSCOPE_DEBUG"):
