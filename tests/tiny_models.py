@@ -98,3 +98,65 @@ def _model_class(name: str):
 EXTRA_CONFIGS = {"gemma3": _gemma3_config, "gpt_neox": _gpt_neox_config}
 MODEL_CLASSES.update({"gemma3": _model_class("Gemma3ForCausalLM"), "gpt_neox": _model_class("GPTNeoXForCausalLM")})
 ARCHITECTURE_KINDS = ("gpt2", "llama", "qwen2", "gemma3", "gpt_neox")
+
+
+# --- Conformance-matrix kinds (tests/conformance). Added, not edited: every kind above keeps its config. ---
+# One per architecture family headscope is checked on: 2 layers, hidden 64, 4 query heads (2 KV heads where
+# the family has GQA). Quirks that change the attention logits are switched ON so the matrix sees them.
+
+_BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=256)
+
+
+def _conformance_config(class_name: str, **cfg):
+    def build(common: dict, overrides: dict) -> object:
+        import transformers
+
+        return getattr(transformers, class_name)(**{**common, **cfg, **overrides})
+
+    return build
+
+
+CONFORMANCE_CONFIGS = {
+    # sliding window 4, smaller than the probe lengths, so it changes the attention
+    "mistral": _conformance_config("MistralConfig", **_BASE, num_key_value_heads=2, sliding_window=4,
+                                   tie_word_embeddings=False),
+    "qwen3": _conformance_config("Qwen3Config", **_BASE, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False),
+    # logit soft-capping 5 (random-init logits reach it), query_pre_attn_scalar 24 != head_dim
+    "gemma2": _conformance_config("Gemma2Config", **_BASE, num_key_value_heads=2, head_dim=16,
+                                  query_pre_attn_scalar=24, attn_logit_softcapping=5.0, final_logit_softcapping=30.0,
+                                  sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                  tie_word_embeddings=True),
+    "opt": _conformance_config("OPTConfig", hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                               max_position_embeddings=256, word_embed_proj_dim=64, do_layer_norm_before=True,
+                               tie_word_embeddings=True),
+    "phi3": _conformance_config("Phi3Config", **_BASE, num_key_value_heads=2, tie_word_embeddings=False,
+                                pad_token_id=0),
+    "olmo2": _conformance_config("Olmo2Config", **_BASE, num_key_value_heads=2, tie_word_embeddings=False),
+    # attention_multiplier 0.05 != 1/sqrt(16): the logits are q.k * 0.05
+    "granite": _conformance_config("GraniteConfig", **_BASE, num_key_value_heads=2, attention_multiplier=0.05,
+                                   embedding_multiplier=2.0, residual_multiplier=0.5, logits_scaling=2.0,
+                                   tie_word_embeddings=False),
+    # learned per-head sink logits inside the softmax; alternating sliding (window 4) / full layers; MoE MLP
+    "gpt_oss": _conformance_config("GptOssConfig", hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=2,
+                                   num_experts_per_tok=1, sliding_window=4,
+                                   layer_types=["sliding_attention", "full_attention"],
+                                   max_position_embeddings=256, tie_word_embeddings=False),
+    "gemma": _conformance_config("GemmaConfig", **_BASE, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True),
+    "phi": _conformance_config("PhiConfig", **_BASE, partial_rotary_factor=0.5, tie_word_embeddings=False),
+    "stablelm": _conformance_config("StableLmConfig", **_BASE, num_key_value_heads=2, tie_word_embeddings=False),
+    "gptj": _conformance_config("GPTJConfig", n_embd=64, n_layer=2, n_head=4, n_positions=256, rotary_dim=8,
+                                tie_word_embeddings=False),
+    "bloom": _conformance_config("BloomConfig", hidden_size=64, n_layer=2, n_head=4, tie_word_embeddings=True),
+}
+CONFORMANCE_CLASSES = {
+    "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+    "opt": "OPTForCausalLM", "phi3": "Phi3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "granite": "GraniteForCausalLM",
+    "gpt_oss": "GptOssForCausalLM", "gemma": "GemmaForCausalLM", "phi": "PhiForCausalLM",
+    "stablelm": "StableLmForCausalLM", "gptj": "GPTJForCausalLM", "bloom": "BloomForCausalLM",
+}
+EXTRA_CONFIGS.update(CONFORMANCE_CONFIGS)
+MODEL_CLASSES.update({kind: _model_class(name) for kind, name in CONFORMANCE_CLASSES.items()})
+CONFORMANCE_KINDS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "gpt_neox", "opt", "phi3",
+                     "olmo2", "granite", "gpt_oss", "gemma", "phi", "stablelm", "gptj", "bloom")

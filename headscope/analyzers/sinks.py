@@ -17,6 +17,7 @@ sequence's first real token.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,16 +32,57 @@ from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.natural_text import natural_text_suite
 
-# Architectures whose attention logits are not `q . k / sqrt(d_head)` of the hooked post-RoPE q and k
-# (ALiBi biases, logit soft-capping, other scalars): the q/k path would be wrong, the pattern path is exact.
+# The q/k path computes softmax(q.k / sqrt(d_head)) under a causal mask from the hooked post-RoPE q and k. It is
+# used only where that IS the model's attention: architectures the conformance matrix (tests/conformance,
+# docs/conformance.md) checks against Hugging Face's eager attention on both backends. `score_source=auto`
+# (the default) takes it there and the exact pattern path everywhere else.
+QK_EXACT = frozenset({
+    "LlamaForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "GPTJForCausalLM", "Olmo2ForCausalLM",
+    "GemmaForCausalLM", "PhiForCausalLM", "StableLmForCausalLM",
+})
+# Architectures whose attention logits are not `q . k / sqrt(d_head)` of the hooked q and k, or not over every
+# earlier key, and why (each checked against eager attention where transformers has the model).
 QK_UNSUPPORTED = {
     "BloomForCausalLM": "ALiBi position bias",
     "MptForCausalLM": "ALiBi position bias",
     "FalconForCausalLM": "ALiBi in some checkpoints",
     "GPTNeoForCausalLM": "no 1/sqrt(d_head) scaling and local attention layers",
-    "Gemma2ForCausalLM": "query_pre_attn_scalar and logit soft-capping",
+    "Gemma2ForCausalLM": "query_pre_attn_scalar, logit soft-capping and sliding windows",
     "Gemma3ForCausalLM": "query_pre_attn_scalar and sliding windows",
+    "Gemma3ForConditionalGeneration": "query_pre_attn_scalar and sliding windows",
+    "GraniteForCausalLM": "logits scaled by attention_multiplier",
+    "GraniteMoeForCausalLM": "logits scaled by attention_multiplier",
+    "GptOssForCausalLM": "learned per-head sink logits inside the softmax and sliding windows",
+    "OPTForCausalLM": "q is pre-scaled inside q_proj (the nnsight q carries the scale)",
+    "DeepseekV2ForCausalLM": "multi-head latent attention with a yarn mscale",
+    "DeepseekV3ForCausalLM": "multi-head latent attention with a yarn mscale",
+    "MistralForCausalLM": "sliding-window attention",
+    "MixtralForCausalLM": "sliding-window attention",
+    "Qwen2ForCausalLM": "optional sliding-window layers (use_sliding_window / layer_types)",
+    "Qwen3ForCausalLM": "optional sliding-window layers (use_sliding_window / layer_types)",
+    "Phi3ForCausalLM": "sliding-window attention (config.sliding_window)",
 }
+# Exact on the q/k path, but the TransformerLens bridge fires no post-rotary q/k hooks for them (nnsight does):
+# `auto` takes the pattern path there, which every backend serves.
+QK_NNSIGHT_ONLY = frozenset({"GPTNeoXForCausalLM", "GPTJForCausalLM"})
+SCORE_SOURCES = ("auto", "qk", "pattern")
+
+
+def resolve_score_source(requested: str, architecture: str, attn_scale: float) -> str:
+    """The score source a scan uses: `auto` -> `qk` where it is exact (or `attn_scale` asserts the logits' scale),
+    else `pattern`; an explicit `qk` where it is not exact is refused (one line naming why), never approximated."""
+    if requested not in SCORE_SOURCES:
+        raise HeadscopeError(f"unknown sinks.score_source '{requested}': use 'auto', 'qk' or 'pattern'")
+    if requested == "auto":
+        exact = architecture in QK_EXACT and architecture not in QK_NNSIGHT_ONLY
+        return "qk" if exact or attn_scale != 0.0 else "pattern"
+    if requested == "qk" and architecture not in QK_EXACT and attn_scale == 0.0:
+        why = QK_UNSUPPORTED.get(architecture, "not checked against eager attention (docs/conformance.md)")
+        raise HeadscopeError(
+            f"sinks.score_source=qk is not exact on {architecture} ({why}): "
+            "use --param sinks.score_source=pattern (or auto, the default)"
+        )
+    return requested
 
 
 @dataclass(frozen=True)
@@ -52,8 +94,10 @@ class SinkParams:
     hidden_threshold: float = 0.1  # ACT THRES on alpha_j, j > 0
     hidden_min_queries: int = 1  # official: every column; >1 ignores the last columns seen by few queries
     prepend_bos: bool = True
-    score_source: Literal["qk", "pattern"] = "qk"  # qk: streaming column sums; pattern: full eager patterns
-    attn_scale: float = 0.0  # 0: 1/sqrt(d_head)
+    # auto: qk where the conformance matrix shows it exact, else pattern (the atlas records the resolved one);
+    # qk: streaming column sums from q/k; pattern: full eager patterns (exact for any model)
+    score_source: Literal["auto", "qk", "pattern"] = "auto"
+    attn_scale: float = 0.0  # 0: 1/sqrt(d_head); set: you assert the logits are q.k * attn_scale (qk path)
     block_size: int = 256  # query rows per block on the qk path
     dormant_entropy: float = 0.2  # tau_row: mean normalised row entropy below this (and sink > epsilon)
     massive_factor: float = 10.0  # a position is a residual-norm outlier above factor x median norm
@@ -117,20 +161,22 @@ class SinkAnalyzer(StreamingAnalyzer):
 
     @property
     def needs(self) -> Needs:
-        pattern = self.params.score_source == "pattern"
+        pattern = self.params.score_source != "qk"  # an unresolved `auto` asks for the exact patterns
         return Needs(pattern=pattern, q=not pattern, k=not pattern, z=True, resid_pre=True)
 
-    def build_suite(self, ctx: ScanContext) -> TokenSuite:
+    def check(self, ctx: ScanContext) -> None:
+        """Refuse bad parameters before any work, and resolve `score_source=auto` for this architecture (the
+        resolved source replaces it in the params the atlas records)."""
         p = self.params
-        if p.score_source not in ("qk", "pattern"):
-            raise HeadscopeError(f"unknown sinks.score_source '{p.score_source}': use 'qk' or 'pattern'")
-        if p.score_source == "qk" and p.attn_scale == 0.0 and ctx.spec.architecture in QK_UNSUPPORTED:
-            raise HeadscopeError(
-                f"{ctx.spec.architecture} attention is not softmax(q.k/sqrt(d_head)) "
-                f"({QK_UNSUPPORTED[ctx.spec.architecture]}): pass --param sinks.score_source=pattern"
-            )
+        source = resolve_score_source(p.score_source, ctx.spec.architecture, p.attn_scale)
+        if source != p.score_source:
+            self.params = p = dataclasses.replace(p, score_source=source)
         if p.seq_len > ctx.spec.n_ctx:
             raise HeadscopeError(f"sinks.seq_len {p.seq_len} exceeds the model's context {ctx.spec.n_ctx}: lower it")
+
+    def build_suite(self, ctx: ScanContext) -> TokenSuite:
+        self.check(ctx)
+        p = self.params
         return natural_text_suite(
             ctx.tokenizer,
             seq_len=p.seq_len,
@@ -161,7 +207,7 @@ class SinkAnalyzer(StreamingAnalyzer):
     # ---- per layer -------------------------------------------------------------------------------
     def layer_stats(self, batch: ProbeBatch, acts: LayerActivations) -> ColumnStats:
         """Column sums and entropies of this layer's attention, from q/k (streaming) or the full pattern."""
-        if self.params.score_source == "pattern":
+        if self.params.score_source != "qk":
             return stats_from_pattern(acts.pattern, batch.valid, block_size=self.params.block_size)
         return stats_from_qk(acts.q, acts.k, batch.valid, scale=self._scale, block_size=self.params.block_size)
 

@@ -26,6 +26,8 @@ BACKENDS = ("auto", "transformer-lens", "nnsight")
 # nnsight. GPT-NeoX: hook_rot_q / hook_rot_k exist but the bridge never calls them (TL 4.3), so there is no
 # post-rotary q/k.
 TL_INCOMPLETE = {"GPTNeoXForCausalLM": "no post-rotary q/k hooks"}
+# Same for GPT-J and Phi-3 (TL 4.x bridge): hook_rot_q / hook_rot_k never fire (tests/conformance).
+TL_INCOMPLETE.update({"GPTJForCausalLM": "no post-rotary q/k hooks", "Phi3ForCausalLM": "no post-rotary q/k hooks"})
 
 
 def parse_dtype(name: str) -> torch.dtype:

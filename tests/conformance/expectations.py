@@ -1,0 +1,85 @@
+"""What the conformance matrix asserts, cell by cell: the single source of both the tests and docs/conformance.md.
+
+A cell is (family, analyzer, backend). Its outcome is one of
+  exact(tol)        headscope's values equal a brute-force reference from Hugging Face eager outputs within `tol`
+  refused(reason)   headscope stops up front with a one-line HeadscopeError containing `reason`
+  not covered       no test yet (listed so the gap is visible, never counted as passing)
+`test_conformance_matrix.py` asserts every exact/refused cell; `test_conformance_doc.py` fails when
+docs/conformance.md differs from `render.render()` of this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKENDS = ("transformer-lens", "nnsight")
+# family -> (Hugging Face architecture, what the tiny config switches on that matters for attention)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "llama": ("LlamaForCausalLM", "GQA 4q/2kv, RoPE"),
+    "mistral": ("MistralForCausalLM", "GQA, sliding window 4 < probe length"),
+    "qwen2": ("Qwen2ForCausalLM", "GQA, q/k/v bias"),
+    "qwen3": ("Qwen3ForCausalLM", "GQA, q/k RMS norm"),
+    "gemma": ("GemmaForCausalLM", "MQA (1 kv head), scaled embeddings"),
+    "gemma2": ("Gemma2ForCausalLM", "logit soft-capping 5, query_pre_attn_scalar 24 != d_head, window 4 on layer 0"),
+    "gemma3": ("Gemma3ForCausalLM", "q/k norm, d_head 32, window 4 on layer 0"),
+    "gpt2": ("GPT2LMHeadModel", "learned positions, fused qkv"),
+    "gpt_neox": ("GPTNeoXForCausalLM", "parallel residual, partial rotary 25%"),
+    "gptj": ("GPTJForCausalLM", "parallel residual, rotary on 8 dims"),
+    "phi": ("PhiForCausalLM", "parallel residual, partial rotary 50%"),
+    "phi3": ("Phi3ForCausalLM", "fused qkv, GQA"),
+    "stablelm": ("StableLmForCausalLM", "partial rotary, LayerNorm"),
+    "opt": ("OPTForCausalLM", "q pre-scaled inside q_proj, learned positions"),
+    "olmo2": ("Olmo2ForCausalLM", "q/k norm over all heads, post-norms"),
+    "granite": ("GraniteForCausalLM", "attention_multiplier 0.05 != 1/sqrt(d_head)"),
+    "gpt_oss": ("GptOssForCausalLM", "learned per-head sink logits, window 4 on layer 0, MoE"),
+    "bloom": ("BloomForCausalLM", "ALiBi position bias"),
+}
+ANALYZERS = ("previous_token", "duplicate_token", "induction", "sinks", "sinks[score_source=qk]", "retrieval",
+             "maps", "lookback", "select_and_copy", "safety")
+NOT_COVERED_ANALYZERS = ("maps", "lookback", "select_and_copy", "safety")
+
+# Families a backend refuses to load at all (one line, at load time), and why.
+BACKEND_REFUSES = {
+    ("bloom", "nnsight"): "no attention module calling transformers' attention interface",
+}
+# The TransformerLens bridge declares hook_rot_q / hook_rot_k for these but never fires them: no post-rotary q/k.
+TL_NO_QK = {"gpt_neox", "gptj", "phi3"}
+# Families where softmax(q.k/sqrt(d_head)) of the recorded q/k is exactly eager attention (both backends that
+# record q/k). Everything else: sinks' explicit qk path is refused, `auto` takes the exact pattern path.
+QK_EXACT = {"llama", "gpt2", "gpt_neox", "gptj", "olmo2", "gemma", "phi", "stablelm"}
+QK_REFUSAL = {  # family -> what the one-line refusal names
+    "mistral": "sliding-window", "qwen2": "sliding-window", "qwen3": "sliding-window", "phi3": "sliding-window",
+    "gemma2": "soft-capping", "gemma3": "query_pre_attn_scalar", "opt": "pre-scaled", "granite": "attention_multiplier",
+    "gpt_oss": "sink logits", "bloom": "ALiBi",
+}
+
+TOL_PATTERN = 1e-5  # scores that are means of attention probabilities (fp32)
+TOL_NORM = 1e-4  # relative: output norms, residual magnitudes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "exact" | "refused" | "not covered"
+    detail: str = ""  # tolerance text, refusal reason, or why not covered
+    tol: float = 0.0
+
+
+def outcome(family: str, analyzer: str, backend: str) -> Outcome:
+    """The declared outcome of one cell (what the matrix test asserts and the doc shows)."""
+    refused = BACKEND_REFUSES.get((family, backend))
+    if refused:
+        return Outcome("refused", f"backend cannot load: {refused}")
+    if analyzer in NOT_COVERED_ANALYZERS:
+        return Outcome("not covered", "no brute-force cell yet")
+    if analyzer == "sinks[score_source=qk]":
+        if family not in QK_EXACT:
+            return Outcome("refused", QK_REFUSAL[family])
+        if backend == "transformer-lens" and family in TL_NO_QK:
+            return Outcome("refused", "never fired the hooks for q, k")
+        return Outcome("exact", "1e-5", TOL_PATTERN)
+    return Outcome("exact", "1e-5", TOL_PATTERN)
+
+
+def sinks_auto_source(family: str) -> str:
+    """Which score source `score_source=auto` must pick (and record) for this family."""
+    return "qk" if family in QK_EXACT - {"gpt_neox", "gptj"} else "pattern"

@@ -1,0 +1,159 @@
+"""The conformance matrix: every per-head analyzer x every architecture family x both backends, against a
+brute-force reference computed here from Hugging Face's eager outputs (tests/conformance/reference.py).
+
+What each cell must do (exact within a tolerance, or refuse in one line) is declared in
+`expectations.py`; docs/conformance.md is rendered from that table and checked by test_conformance_doc.py.
+One tiny random-init model per family (2 layers, hidden 64) serves every cell of the family.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance import expectations as ex
+from conformance import reference as ref
+from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer, ScanContext
+from headscope.analyzers.retrieval import RetrievalAnalyzer
+from headscope.analyzers.sinks import SinkAnalyzer
+from headscope.engine import load_backend
+from headscope.errors import HeadscopeError
+from headscope.probes import TokenSuite
+from headscope.scanning import scan_backend
+from tiny_models import build_tiny_model
+
+BOS = 1
+CLASSIC = {"previous_token": PreviousTokenAnalyzer, "duplicate_token": DuplicateTokenAnalyzer,
+           "induction": InductionAnalyzer}
+SINK_SEQUENCES = [[BOS, 5, 9, 5, 7, 30, 9, 2, 11, 12, 5, 40], [BOS, 8, 8, 20, 21, 8, 2, 9], [BOS, 33, 34, 35, 36, 2, 37, 38, 33, 34]]
+# needle-in-a-haystack in token ids: the needle [50, 51, 52] sits at [6, 9); teacher-forced answer
+NEEDLE_PROMPTS = [([BOS, 10, 11, 12, 13, 14, 50, 51, 52, 15, 16, 17, 18, 19, 2, 50], 6, 9),
+                  ([BOS, 60, 61, 62, 63, 64, 70, 71, 72, 65, 66, 67, 2, 70], 6, 9)]
+
+
+@pytest.fixture(scope="module", params=list(ex.FAMILIES))
+def family(request, tmp_path_factory):
+    """(family, folder, eager HF model) for one architecture family."""
+    kind = request.param
+    folder = build_tiny_model(kind, tmp_path_factory.mktemp(f"conformance_{kind}"))
+    return kind, folder, ref.eager_model(folder)
+
+
+@pytest.fixture(scope="module", params=ex.BACKENDS)
+def cell(request, family):
+    """(family, backend name, loaded backend or the HeadscopeError that refused it, folder, eager model)."""
+    kind, folder, model = family
+    try:
+        backend = load_backend(str(folder), backend=request.param, quiet=True)
+    except HeadscopeError as err:
+        backend = err
+    return kind, request.param, backend, folder, model
+
+
+def _loaded(cell, analyzer: str):
+    """The backend, or None after asserting the declared load refusal."""
+    kind, name, backend, _, _ = cell
+    expected = ex.outcome(kind, analyzer, name)
+    if isinstance(backend, HeadscopeError):
+        assert expected.kind == "refused" and expected.detail.startswith("backend cannot load"), (kind, name, backend)
+        assert expected.detail.split(": ", 1)[1] in str(backend) and "\n" not in str(backend)
+        return None
+    assert not (expected.kind == "refused" and expected.detail.startswith("backend cannot load")), (kind, name)
+    return backend
+
+
+def _frame(backend, analyzers):
+    return scan_backend(backend, analyzers, batch_size=2, progress=False).to_frame()
+
+
+def test_classic_heads(cell):
+    """previous-token, duplicate-token and induction scores = detect_head 'mul' on eager attention."""
+    backend = _loaded(cell, "induction")
+    if backend is None:
+        return
+    kind, name, _, _, model = cell
+    analyzers = {key: cls(seq_len=13, n_samples=3) for key, cls in CLASSIC.items()}
+    wide = _frame(backend, list(analyzers.values()))
+    suite = analyzers["induction"].build_suite(ScanContext(backend.spec, backend.tokenizer))
+    runs = [ref.forward(model, seq) for seq in suite.sequences]
+    for key in CLASSIC:
+        tol = ex.outcome(kind, key, name).tol
+        column = CLASSIC[key].metrics[0]
+        for layer in range(backend.spec.n_layers):
+            expected = torch.stack([ref.classic_score(r["attentions"][layer], s, key) for r, s in zip(runs, suite.sequences)]).mean(0)
+            got = torch.tensor([wide.loc[(layer, h), column] for h in range(backend.spec.n_heads)], dtype=torch.double)
+            assert torch.allclose(got, expected, atol=tol, rtol=0), (kind, name, key, layer, got, expected)
+
+
+class _FixedSinks(SinkAnalyzer):
+    """The sinks analyzer on fixed token sequences (the tiny word-level tokenizer cannot read English)."""
+
+    def build_suite(self, ctx):
+        self.check(ctx)  # validation, and the score source `auto` resolves to
+        return TokenSuite("conformance", [list(s) for s in SINK_SEQUENCES])
+
+
+def test_sinks_default_is_exact_and_says_which_source(cell):
+    """Default sinks (score_source=auto) equal Gu/ACT/Guo definitions on eager attention; the atlas records the
+    source auto chose."""
+    backend = _loaded(cell, "sinks")
+    if backend is None:
+        return
+    kind, name, _, _, model = cell
+    atlas = scan_backend(backend, [_FixedSinks()], batch_size=2, progress=False)
+    assert f'"score_source":"{ex.sinks_auto_source(kind)}"' in atlas.frame["params"].iloc[0]
+    _check_sinks(atlas, model, kind, name, backend.spec, ex.outcome(kind, "sinks", name).tol)
+
+
+def test_sinks_qk_path_exact_or_refused(cell):
+    """Explicit score_source=qk: exact where declared, else refused in one line naming the reason."""
+    backend = _loaded(cell, "sinks[score_source=qk]")
+    if backend is None:
+        return
+    kind, name, _, _, model = cell
+    expected = ex.outcome(kind, "sinks[score_source=qk]", name)
+    if expected.kind == "refused":
+        with pytest.raises(HeadscopeError) as err:
+            scan_backend(backend, [_FixedSinks(score_source="qk")], batch_size=2, progress=False)
+        assert expected.detail in str(err.value) and "\n" not in str(err.value), (kind, name, err.value)
+        return
+    atlas = scan_backend(backend, [_FixedSinks(score_source="qk", block_size=5)], batch_size=2, progress=False)
+    _check_sinks(atlas, model, kind, name, backend.spec, expected.tol)
+
+
+def _check_sinks(atlas, model, kind, name, spec, tol):
+    wide = atlas.to_frame()
+    runs = [ref.forward(model, seq) for seq in SINK_SEQUENCES]
+    for layer in range(spec.n_layers):
+        per_seq = [ref.sink_values(run, seq, layer) for run, seq in zip(runs, SINK_SEQUENCES)]
+        for metric in per_seq[0]:
+            expected = torch.stack([v[metric] for v in per_seq]).mean(0)
+            got = torch.tensor([wide.loc[(layer, h), metric] for h in range(spec.n_heads)], dtype=torch.double)
+            scale = ex.TOL_NORM * float(expected.abs().max()) if metric == "output_norm" else tol
+            assert torch.allclose(got, expected, atol=max(scale, tol), rtol=0), (kind, name, metric, layer, got, expected)
+    model_rows = atlas.model_metrics().set_index("metric")["value"]
+    for layer in range(spec.n_layers):
+        hidden = [run["hidden"][layer] for run in runs]
+        max_abs = sum(float(h.abs().max()) for h in hidden) / len(hidden)
+        assert model_rows[f"massive_max_abs.L{layer}"] == pytest.approx(max_abs, rel=ex.TOL_NORM), (kind, name, layer)
+
+
+def test_retrieval_copy_paste(cell):
+    """Teacher-forced needle answers: every head's argmax key at every step and the copy-paste scores equal
+    the eager reference (decoding with the KV cache vs one full eager pass)."""
+    backend = _loaded(cell, "retrieval")
+    if backend is None:
+        return
+    kind, name, _, _, model = cell
+    analyzer = RetrievalAnalyzer(teacher_forcing=True, max_new_tokens=3, stop_at_eos=False)
+    samples = [{"needle_start": s, "needle_end": e, "real_needle": backend.tokenizer.decode(p[s:e])} for p, s, e in NEEDLE_PROMPTS]
+    analyzer.reset(backend.spec)
+    analyzer.score_suite(backend, TokenSuite("needles", [p for p, _, _ in NEEDLE_PROMPTS], samples))
+    expected_scores = []
+    for (prompt, start, end), log in zip(NEEDLE_PROMPTS, analyzer.sample_log):
+        forced = prompt[start:end]
+        scores, keys = ref.copy_paste(ref.forward(model, prompt + forced[:-1]), prompt, forced, start, end)
+        assert log["generated_ids"] == forced and log["kept"], (kind, name, log["response"])
+        assert torch.equal(log["argmax_keys"], keys), (kind, name, log["argmax_keys"], keys)
+        expected_scores.append(scores)
+    assert torch.allclose(analyzer.mean_scores(), torch.stack(expected_scores).mean(0), atol=1e-12)
