@@ -202,8 +202,18 @@ def test_bad_inputs_are_one_line_errors(tiny_llama_backend):
         tiny_llama_backend.spec.__class__(**{**tiny_llama_backend.spec.__dict__, "architecture": "Gemma2ForCausalLM"}),
         tiny_llama_backend.tokenizer,
     )
-    with pytest.raises(HeadscopeError, match="score_source=pattern"):
-        SinkAnalyzer().build_suite(gemma)
+    with pytest.raises(HeadscopeError, match="not exact on Gemma2ForCausalLM .*soft-capping.*score_source=pattern"):
+        SinkAnalyzer(score_source="qk").build_suite(gemma)
+    unknown = ScanContext(
+        tiny_llama_backend.spec.__class__(**{**tiny_llama_backend.spec.__dict__, "architecture": "NewThingForCausalLM"}),
+        tiny_llama_backend.tokenizer,
+    )
+    with pytest.raises(HeadscopeError, match="not checked against eager attention"):
+        SinkAnalyzer(score_source="qk").build_suite(unknown)
+    for context, source in ((gemma, "pattern"), (unknown, "pattern"), (ctx, "qk")):  # auto resolves, never refuses
+        analyzer = SinkAnalyzer(n_samples=2)
+        analyzer.check(context)
+        assert analyzer.params.score_source == source and analyzer.needs.pattern == (source == "pattern")
 
 
 def test_shipped_suite_tokenises_with_bos(tiny_llama_backend):
@@ -262,3 +272,25 @@ def test_cli_scan_sinks(tiny_llama_dir, tmp_path):
     assert atlas.model_metrics().set_index("metric").loc["n_sequences", "value"] == 4
     bad = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "-a", "sinks", "--param", "sinks.score_source=flash", "--out", str(out)])
     assert bad.exit_code != 0 and "score_source" in (bad.output + str(bad.exception))
+
+
+def test_cli_scan_gemma3_classic_and_sinks_runs_exactly(tmp_path):
+    """`headscope scan <gemma3> -a classic,sinks` runs (it used to stop asking for score_source=pattern): sinks
+    picks the exact pattern path by itself and records it (its values vs eager attention: tests/conformance)."""
+    from typer.testing import CliRunner
+
+    from headscope.atlas import read_atlas
+    from headscope.cli import app
+
+    folder = build_tiny_model("gemma3", tmp_path / "gemma3")
+    out = tmp_path / "atlas.parquet"
+    args = ["scan", str(folder), "-a", "classic,sinks", "--out", str(out), "--quiet", "--n-samples", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    atlas = read_atlas(out)
+    frame = atlas.frame
+    assert '"score_source":"pattern"' in frame.loc[frame["analyzer"] == "sinks", "params"].iloc[0]
+    assert {"induction_score", "sink_score"} <= set(atlas.to_frame().columns)
+    refused = CliRunner().invoke(app, args + ["--param", "sinks.score_source=qk"])
+    message = refused.output + str(refused.exception)
+    assert refused.exit_code != 0 and "query_pre_attn_scalar" in message and "\n" not in str(refused.exception)

@@ -53,6 +53,10 @@ QK_REFUSAL = {  # family -> what the one-line refusal names
     "gpt_oss": "sink logits", "bloom": "ALiBi",
 }
 
+# Families whose only departure on the tiny config is the scale: `score_source=qk` with `attn_scale` set (the user
+# asserts the logits are q.k * attn_scale) is exact there, and the matrix checks it.
+ASSERTED_SCALE = {"granite": 0.05, "qwen2": 0.25, "qwen3": 0.25}
+
 TOL_PATTERN = 1e-5  # scores that are means of attention probabilities (fp32)
 TOL_NORM = 1e-4  # relative: output norms, residual magnitudes
 
@@ -83,3 +87,23 @@ def outcome(family: str, analyzer: str, backend: str) -> Outcome:
 def sinks_auto_source(family: str) -> str:
     """Which score source `score_source=auto` must pick (and record) for this family."""
     return "qk" if family in QK_EXACT - {"gpt_neox", "gptj"} else "pattern"
+
+# What each q/k refusal means, measured on the tiny models (max |softmax(q.k/sqrt(d)) - eager| in parentheses).
+QK_WHY = {
+    "mistral": "sliding-window attention: keys older than the window get no attention (0.2 on window 4)",
+    "qwen2": "optional sliding-window layers (use_sliding_window / layer_types); exact on a full-attention config",
+    "qwen3": "optional sliding-window layers (use_sliding_window / layer_types); exact on a full-attention config",
+    "phi3": "config.sliding_window (Phi-3-mini: 2047); the TransformerLens bridge also fires no q/k hooks",
+    "gemma2": "logit soft-capping and query_pre_attn_scalar scaling, sliding layers (0.21)",
+    "gemma3": "query_pre_attn_scalar scaling and sliding layers (0.62 on the window-4 layer)",
+    "opt": "q is multiplied by 1/sqrt(d_head) inside q_proj: nnsight's recorded q carries it, so the scale "
+           "would be applied twice (0.017); TransformerLens' hook_q does not",
+    "granite": "logits are q.k * attention_multiplier (0.016 at 0.05 vs 1/sqrt(16)); "
+               "`attn_scale=<attention_multiplier>` with `score_source=qk` asserts the scale and is exact",
+    "gpt_oss": "a learned per-head sink logit joins each softmax row (0.5), plus sliding layers",
+    "bloom": "ALiBi position bias added to the logits (0.17)",
+}
+NOT_COVERED_WHY = ("no brute-force cell yet. MAPS reads weights (not attention) and its layer-0 OLMo-2 norm is being "
+                   "fixed separately (issue 22 item 3); lookback, select-and-copy and safety drive decoding or "
+                   "gradients whose references are larger than this matrix's time budget. Their existing tests cover "
+                   "Llama (tests/analyzers).")

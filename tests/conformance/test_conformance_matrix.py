@@ -27,8 +27,7 @@ CLASSIC = {"previous_token": PreviousTokenAnalyzer, "duplicate_token": Duplicate
            "induction": InductionAnalyzer}
 SINK_SEQUENCES = [[BOS, 5, 9, 5, 7, 30, 9, 2, 11, 12, 5, 40], [BOS, 8, 8, 20, 21, 8, 2, 9], [BOS, 33, 34, 35, 36, 2, 37, 38, 33, 34]]
 # needle-in-a-haystack in token ids: the needle [50, 51, 52] sits at [6, 9); teacher-forced answer
-NEEDLE_PROMPTS = [([BOS, 10, 11, 12, 13, 14, 50, 51, 52, 15, 16, 17, 18, 19, 2, 50], 6, 9),
-                  ([BOS, 60, 61, 62, 63, 64, 70, 71, 72, 65, 66, 67, 2, 70], 6, 9)]
+NEEDLE_PROMPTS = [([BOS, 10, 11, 12, 13, 14, 50, 51, 52, 15, 16, 17, 18, 19, 2, 50], 6, 9)]
 
 
 @pytest.fixture(scope="module", params=list(ex.FAMILIES))
@@ -62,20 +61,21 @@ def _loaded(cell, analyzer: str):
     return backend
 
 
-def _frame(backend, analyzers):
-    return scan_backend(backend, analyzers, batch_size=2, progress=False).to_frame()
+_RUNS: dict[tuple[int, tuple[int, ...]], dict] = {}
 
 
-def test_classic_heads(cell):
-    """previous-token, duplicate-token and induction scores = detect_head 'mul' on eager attention."""
-    backend = _loaded(cell, "induction")
-    if backend is None:
-        return
-    kind, name, _, _, model = cell
-    analyzers = {key: cls(seq_len=13, n_samples=3) for key, cls in CLASSIC.items()}
-    wide = _frame(backend, list(analyzers.values()))
+def _forward(model, seq: list[int]) -> dict:
+    """ref.forward, once per (model, sequence): both backends' cells compare with the same eager pass."""
+    key = (id(model), tuple(seq))
+    if key not in _RUNS:
+        _RUNS[key] = ref.forward(model, list(seq))
+    return _RUNS[key]
+
+
+def _check_classic(atlas, analyzers, backend, model, kind, name):
+    wide = atlas.to_frame()
     suite = analyzers["induction"].build_suite(ScanContext(backend.spec, backend.tokenizer))
-    runs = [ref.forward(model, seq) for seq in suite.sequences]
+    runs = [_forward(model, seq) for seq in suite.sequences]
     for key in CLASSIC:
         tol = ex.outcome(kind, key, name).tol
         column = CLASSIC[key].metrics[0]
@@ -93,15 +93,19 @@ class _FixedSinks(SinkAnalyzer):
         return TokenSuite("conformance", [list(s) for s in SINK_SEQUENCES])
 
 
-def test_sinks_default_is_exact_and_says_which_source(cell):
-    """Default sinks (score_source=auto) equal Gu/ACT/Guo definitions on eager attention; the atlas records the
-    source auto chose."""
-    backend = _loaded(cell, "sinks")
+def test_classic_and_default_sinks(cell):
+    """One scan per cell: previous-token, duplicate-token and induction scores = detect_head 'mul' on eager
+    attention; default sinks (score_source=auto) = Gu / ACT / Guo definitions on eager attention, and the atlas
+    records the source auto chose."""
+    backend = _loaded(cell, "induction")
     if backend is None:
         return
     kind, name, _, _, model = cell
-    atlas = scan_backend(backend, [_FixedSinks()], batch_size=2, progress=False)
-    assert f'"score_source":"{ex.sinks_auto_source(kind)}"' in atlas.frame["params"].iloc[0]
+    classic = {key: cls(seq_len=13, n_samples=3) for key, cls in CLASSIC.items()}
+    atlas = scan_backend(backend, [*classic.values(), _FixedSinks()], batch_size=3, progress=False)
+    _check_classic(atlas, classic, backend, model, kind, name)
+    params = atlas.frame.loc[atlas.frame["analyzer"] == "sinks", "params"].iloc[0]
+    assert f'"score_source":"{ex.sinks_auto_source(kind)}"' in params, (kind, params)
     _check_sinks(atlas, model, kind, name, backend.spec, ex.outcome(kind, "sinks", name).tol)
 
 
@@ -114,16 +118,21 @@ def test_sinks_qk_path_exact_or_refused(cell):
     expected = ex.outcome(kind, "sinks[score_source=qk]", name)
     if expected.kind == "refused":
         with pytest.raises(HeadscopeError) as err:
-            scan_backend(backend, [_FixedSinks(score_source="qk")], batch_size=2, progress=False)
+            scan_backend(backend, [_FixedSinks(score_source="qk")], batch_size=3, progress=False)
         assert expected.detail in str(err.value) and "\n" not in str(err.value), (kind, name, err.value)
+        if kind not in ex.ASSERTED_SCALE:
+            return
+        asserted = _FixedSinks(score_source="qk", attn_scale=ex.ASSERTED_SCALE[kind], block_size=5)
+        atlas = scan_backend(backend, [asserted], batch_size=3, progress=False)  # the scale the user asserts
+        _check_sinks(atlas, model, kind, name, backend.spec, ex.TOL_PATTERN)
         return
-    atlas = scan_backend(backend, [_FixedSinks(score_source="qk", block_size=5)], batch_size=2, progress=False)
+    atlas = scan_backend(backend, [_FixedSinks(score_source="qk", block_size=5)], batch_size=3, progress=False)
     _check_sinks(atlas, model, kind, name, backend.spec, expected.tol)
 
 
 def _check_sinks(atlas, model, kind, name, spec, tol):
     wide = atlas.to_frame()
-    runs = [ref.forward(model, seq) for seq in SINK_SEQUENCES]
+    runs = [_forward(model, seq) for seq in SINK_SEQUENCES]
     for layer in range(spec.n_layers):
         per_seq = [ref.sink_values(run, seq, layer) for run, seq in zip(runs, SINK_SEQUENCES)]
         for metric in per_seq[0]:
@@ -152,7 +161,7 @@ def test_retrieval_copy_paste(cell):
     expected_scores = []
     for (prompt, start, end), log in zip(NEEDLE_PROMPTS, analyzer.sample_log):
         forced = prompt[start:end]
-        scores, keys = ref.copy_paste(ref.forward(model, prompt + forced[:-1]), prompt, forced, start, end)
+        scores, keys = ref.copy_paste(_forward(model, prompt + forced[:-1]), prompt, forced, start, end)
         assert log["generated_ids"] == forced and log["kept"], (kind, name, log["response"])
         assert torch.equal(log["argmax_keys"], keys), (kind, name, log["argmax_keys"], keys)
         expected_scores.append(scores)
