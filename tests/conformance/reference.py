@@ -98,3 +98,17 @@ def copy_paste(run: dict, prompt: list[int], forced: list[int], start: int, end:
                 if start <= key < end and prompt[key] == token:
                     scores[layer, head] += 1.0 / (end - start)
     return scores, keys
+
+
+def lookback(run: dict, prompt: list[int], n_steps: int, context_len: int) -> torch.Tensor:
+    """Chuang et al. lookback ratio a / (a + b) at each teacher-forced step: a = mean attention of the query that
+    predicts the step's token on the first `context_len` keys, b = on the keys after them. [layer, head, step]."""
+    attentions = run["attentions"]
+    out = torch.zeros(len(attentions), attentions[0].shape[0], n_steps, dtype=torch.double)
+    for step in range(n_steps):
+        query = len(prompt) - 1 + step
+        for layer, a in enumerate(attentions):
+            row = a[:, query, : query + 1]
+            on_context, on_new = row[:, :context_len].mean(-1), row[:, context_len:].mean(-1)
+            out[layer, :, step] = on_context / (on_context + on_new)
+    return out

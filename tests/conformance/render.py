@@ -40,7 +40,9 @@ each unpadded sequence (`tests/conformance/reference.py`):
   than the window-4 sliding layers). `sinks` is the default (`score_source=auto`); the cell also checks which
   source auto recorded in the atlas params. `sinks[score_source=qk]` forces the streaming q/k path;
 * retrieval (Wu et al.): a teacher-forced needle answer decoded with the KV cache; every head's argmax key at
-  every step and the copy-paste scores equal those of one full eager pass.
+  every step and the copy-paste scores equal those of one full eager pass;
+* lookback (Chuang et al.): `lookback_ratios` of the same teacher-forced answer (context = prompt minus a
+  two-token header) equal a / (a + b) from the rows of one full eager pass.
 
 "exact 1e-5" = max |difference| at most 1e-5 (output norms and residual magnitudes: relative 1e-4).
 "refused: ..." = a one-line `HeadscopeError` naming the reason, before any forward pass (except where the

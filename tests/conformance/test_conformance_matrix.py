@@ -8,12 +8,15 @@ One tiny random-init model per family (2 layers, hidden 64) serves every cell of
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
 from conformance import expectations as ex
 from conformance import reference as ref
 from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer, ScanContext
+from headscope.analyzers.lookback import lookback_ratios
 from headscope.analyzers.retrieval import RetrievalAnalyzer
 from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.engine import load_backend
@@ -61,15 +64,16 @@ def _loaded(cell, analyzer: str):
     return backend
 
 
-_RUNS: dict[tuple[int, tuple[int, ...]], dict] = {}
+_RUNS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def _forward(model, seq: list[int]) -> dict:
-    """ref.forward, once per (model, sequence): both backends' cells compare with the same eager pass."""
-    key = (id(model), tuple(seq))
-    if key not in _RUNS:
-        _RUNS[key] = ref.forward(model, list(seq))
-    return _RUNS[key]
+    """ref.forward, once per (model, sequence): both backends' cells compare with the same eager pass. Keyed by
+    the model object itself (weakly), never by id(): a freed family's id can come back for the next family."""
+    runs = _RUNS.setdefault(model, {})
+    if tuple(seq) not in runs:
+        runs[tuple(seq)] = ref.forward(model, list(seq))
+    return runs[tuple(seq)]
 
 
 def _check_classic(atlas, analyzers, backend, model, kind, name):
@@ -147,9 +151,10 @@ def _check_sinks(atlas, model, kind, name, spec, tol):
         assert model_rows[f"massive_max_abs.L{layer}"] == pytest.approx(max_abs, rel=ex.TOL_NORM), (kind, name, layer)
 
 
-def test_retrieval_copy_paste(cell):
-    """Teacher-forced needle answers: every head's argmax key at every step and the copy-paste scores equal
-    the eager reference (decoding with the KV cache vs one full eager pass)."""
+def test_decoding_analyzers(cell):
+    """Retrieval: on a teacher-forced needle answer every head's argmax key at every step and the copy-paste
+    scores equal the eager reference (decoding with the KV cache vs one full eager pass). Lookback ratios, on the
+    families the matrix declares for it, likewise."""
     backend = _loaded(cell, "retrieval")
     if backend is None:
         return
@@ -166,3 +171,16 @@ def test_retrieval_copy_paste(cell):
         assert torch.equal(log["argmax_keys"], keys), (kind, name, log["argmax_keys"], keys)
         expected_scores.append(scores)
     assert torch.allclose(analyzer.mean_scores(), torch.stack(expected_scores).mean(0), atol=1e-12)
+    if ex.outcome(kind, "lookback", name).kind == "exact":
+        _check_lookback(backend, model, kind, name)
+
+
+
+def _check_lookback(backend, model, kind, name):
+    """Lookback ratios of a teacher-forced answer decoded with the KV cache = those of one full eager pass."""
+    prompt, start, end = NEEDLE_PROMPTS[0]
+    forced, context_len = prompt[start:end], len(prompt) - 2  # the last two prompt tokens are the answer header
+    ratios, result = lookback_ratios(backend, prompt, context_len, max_new_tokens=len(forced), forced_tokens=forced)
+    assert result.generated_ids == forced
+    expected = ref.lookback(_forward(model, prompt + forced[:-1]), prompt, len(forced), context_len)
+    assert torch.allclose(torch.from_numpy(ratios), expected, atol=ex.outcome(kind, "lookback", name).tol, rtol=0), kind
