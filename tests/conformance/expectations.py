@@ -36,7 +36,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 ANALYZERS = ("previous_token", "duplicate_token", "induction", "sinks", "sinks[score_source=qk]", "retrieval",
              "maps", "lookback", "select_and_copy", "safety")
-NOT_COVERED_ANALYZERS = ("maps", "select_and_copy", "safety")
+NOT_COVERED_ANALYZERS = ("select_and_copy", "safety")
+# MAPS (weights only) at layer 0, where M = W_E W_V W_O W_U involves no MLP: checked on families with separate
+# v/o projections whose tiny tokenizer reads the relation words; layers >= 1 (MLP_0 input) are not covered.
+MAPS_FAMILIES = ("llama", "mistral", "gemma2", "olmo2", "granite", "gpt_oss", "opt")
+MAPS_REFUSED = {"opt": "cannot find the decoder layers"}  # engine/weights.py reads no OPT layout (one line)
 # lookback (attention-row ratios while decoding) is checked on the families whose attention departs from plain
 # softmax(q.k/sqrt(d)) in some way, plus Llama; the rest are listed as not covered.
 LOOKBACK_FAMILIES = ("llama", "mistral", "gemma2", "gemma3", "opt", "granite", "gpt_oss", "gpt_neox")
@@ -78,6 +82,12 @@ def outcome(family: str, analyzer: str, backend: str) -> Outcome:
         return Outcome("refused", f"backend cannot load: {refused}")
     if analyzer in NOT_COVERED_ANALYZERS or (analyzer == "lookback" and family not in LOOKBACK_FAMILIES):
         return Outcome("not covered", "no brute-force cell yet")
+    if analyzer == "maps":
+        if family not in MAPS_FAMILIES:
+            return Outcome("not covered", "no brute-force cell yet")
+        if family in MAPS_REFUSED:
+            return Outcome("refused", MAPS_REFUSED[family])
+        return Outcome("exact", "(layer 0, same top-k hits)", 0.0)
     if analyzer == "sinks[score_source=qk]":
         if family not in QK_EXACT:
             return Outcome("refused", QK_REFUSAL[family])
@@ -106,8 +116,11 @@ QK_WHY = {
     "gpt_oss": "a learned per-head sink logit joins each softmax row (0.5), plus sliding layers",
     "bloom": "ALiBi position bias added to the logits (0.17)",
 }
-NOT_COVERED_WHY = ("no brute-force cell yet. MAPS reads weights, not attention, and its layer-0 MLP input is "
-                   "family-specific (the OLMo-2 norm is issue 22 item 3); select-and-copy's primary score is being "
+NOT_COVERED_WHY = ("no brute-force cell yet. MAPS is checked at layer 0 only (M = W_E W_V W_O W_U, the head's "
+                   "top-k hits equal those of the same product formed from Hugging Face's v/o projection and "
+                   "lm_head weights) on " + ", ".join(MAPS_FAMILIES) + "; layers >= 1 read MLP_0's input, which is "
+                   "family-specific (the OLMo-2 norm is issue 22 item 3; on GPT-OSS the MoE MLP_0 raises a "
+                   "ValueError, so the cell runs with apply_first_mlp=false); select-and-copy's primary score is being "
                    "settled (issue 22 item 5); safety runs one ablated forward per head. lookback is checked on "
                    + ", ".join(LOOKBACK_FAMILIES) + " only (not covered elsewhere). Their own tests "
                    "(tests/analyzers) cover Llama, most on SmolLM2.")

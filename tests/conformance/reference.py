@@ -112,3 +112,23 @@ def lookback(run: dict, prompt: list[int], n_steps: int, context_len: int) -> to
             on_context, on_new = row[:, :context_len].mean(-1), row[:, context_len:].mean(-1)
             out[layer, :, step] = on_context / (on_context + on_new)
     return out
+
+
+def maps_layer0_hits(model, n_heads: int, n_kv_heads: int, d_head: int, pairs: list[tuple[int, int]], k: int) -> torch.Tensor:
+    """MAPS at layer 0 from Hugging Face's weights: M[src] = W_E[src] (v_proj slice of the head's KV group)
+    (o_proj columns of the head) lm_head, biases and norms left out (Elhelo & Geva); a pair hits when M[src, dst]
+    is at least the row's k-th largest value. Returns [head] share of hits."""
+    attn = next(m for name, m in model.named_modules() if name.endswith("layers.0.self_attn"))
+    out_proj = getattr(attn, "o_proj", None) or getattr(attn, "out_proj", None) or attn.dense
+    w_e = model.get_input_embeddings().weight.double()
+    w_v, w_o = attn.v_proj.weight.double(), out_proj.weight.double()  # [kv*d, d_model], [d_model, head*d]
+    w_u = model.get_output_embeddings().weight.double()  # [vocab, d_model]
+    group = n_heads // n_kv_heads
+    hits = torch.zeros(n_heads, dtype=torch.double)
+    for head in range(n_heads):
+        kv = head // group
+        for src, dst in pairs:
+            v = w_v[kv * d_head : (kv + 1) * d_head] @ w_e[src]
+            row = w_u @ (w_o[:, head * d_head : (head + 1) * d_head] @ v)
+            hits[head] += float(row[dst] >= row.topk(k).values[-1])
+    return hits / len(pairs)

@@ -8,6 +8,7 @@ One tiny random-init model per family (2 layers, hidden 64) serves every cell of
 
 from __future__ import annotations
 
+import json
 import weakref
 
 import pytest
@@ -17,6 +18,7 @@ from conformance import expectations as ex
 from conformance import reference as ref
 from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer, ScanContext
 from headscope.analyzers.lookback import lookback_ratios
+from headscope.analyzers.maps import MapsAnalyzer
 from headscope.analyzers.retrieval import RetrievalAnalyzer
 from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.engine import load_backend
@@ -173,6 +175,13 @@ def test_decoding_analyzers(cell):
     assert torch.allclose(analyzer.mean_scores(), torch.stack(expected_scores).mean(0), atol=1e-12)
     if ex.outcome(kind, "lookback", name).kind == "exact":
         _check_lookback(backend, model, kind, name)
+    maps = ex.outcome(kind, "maps", name)  # weights only: checked here, with the cell's backend already loaded
+    if maps.kind == "exact":
+        _check_maps_layer0(backend, model, cell[3])
+    elif maps.kind == "refused":
+        with pytest.raises(HeadscopeError) as err:
+            _check_maps_layer0(backend, model, cell[3])
+        assert maps.detail in str(err.value) and "\n" not in str(err.value), (kind, name, err.value)
 
 
 
@@ -184,3 +193,29 @@ def _check_lookback(backend, model, kind, name):
     assert result.generated_ids == forced
     expected = ref.lookback(_forward(model, prompt + forced[:-1]), prompt, len(forced), context_len)
     assert torch.allclose(torch.from_numpy(ratios), expected, atol=ex.outcome(kind, "lookback", name).tol, rtol=0), kind
+
+
+MAPS_RELATIONS = {"copying": [(f"t{i}", f"t{i}") for i in range(10, 40)],
+                  "next": [(f"t{i}", f"t{i + 1}") for i in range(40, 70)]}
+
+
+def _check_maps_layer0(backend, model, folder):
+    """MAPS layer-0 relation scores (promotion) = the top-k hits of W_E W_V W_O W_U from HF's own weights."""
+    suite_dir = folder.parent / f"maps_suite_{backend.name}"
+    suite_dir.mkdir(exist_ok=True)
+    records = [{"relation": r, "src": s, "dst": d} for r, pairs in MAPS_RELATIONS.items() for s, d in pairs]
+    (suite_dir / "data.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
+    # layer 0 reads raw embeddings: MLP_0 is not needed (on GPT-OSS it would not run, see docs/conformance.md)
+    analyzer = MapsAnalyzer(suite=str(suite_dir), layers=(0,), n_salient=0, k=3, apply_first_mlp=False)
+    ctx = ScanContext(backend.spec, backend.tokenizer)
+    analyzer.run(backend, analyzer.build_suite(ctx), ctx)
+    rows = {(r.head, r.metric): r.value for r in analyzer.results() if r.layer == 0}
+    spec = backend.spec
+    for relation, pairs in MAPS_RELATIONS.items():
+        ids = [(backend.tokenizer.convert_tokens_to_ids(s), backend.tokenizer.convert_tokens_to_ids(d)) for s, d in pairs]
+        k = 1 if relation == "copying" else 3
+        expected = ref.maps_layer0_hits(model, spec.n_heads, spec.n_kv_heads, spec.d_head, ids, k)
+        got = torch.tensor([rows[(h, f"maps_{relation}")] for h in range(spec.n_heads)], dtype=torch.double)
+        assert torch.equal(got, expected), (backend.spec.architecture, backend.name, relation, got, expected)
+        n_pairs = [r.value for r in analyzer.results() if r.metric == f"maps_{relation}_n_pairs"]
+        assert n_pairs == [len(pairs)]  # every word is one token of the tiny vocabulary: no pair was dropped
