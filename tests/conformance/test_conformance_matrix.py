@@ -219,3 +219,11 @@ def _check_maps_layer0(backend, model, folder):
         assert torch.equal(got, expected), (backend.spec.architecture, backend.name, relation, got, expected)
         n_pairs = [r.value for r in analyzer.results() if r.metric == f"maps_{relation}_n_pairs"]
         assert n_pairs == [len(pairs)]  # every word is one token of the tiny vocabulary: no pair was dropped
+
+
+def test_auto_backend_takes_nnsight_where_the_bridge_has_no_qk(family):
+    """`--backend auto` (the CLI default) loads the families whose bridge never fires q/k hooks with nnsight."""
+    from headscope.engine.loading import choose_backend
+
+    kind, folder, _ = family
+    assert choose_backend(folder) == ("nnsight" if kind in ex.TL_NO_QK else "transformer-lens"), kind
