@@ -49,6 +49,7 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, 
     """Pooled held-out accuracy (against `labels`) of a logistic-regression probe over question-grouped folds,
     trained on `fit_labels` (default `labels`; shuffled labels give the chance baseline)."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     fit = labels if fit_labels is None else fit_labels
     correct = 0
@@ -57,7 +58,8 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, 
         if len(np.unique(fit[train])) < 2:  # one class only: the probe predicts it
             correct += int((labels[test] == fit[train][0]).sum())
             continue
-        probe = LogisticRegression(max_iter=max_iter, random_state=seed).fit(features[train], fit[train])
+        with threadpool_limits(limits=1):  # tiny fits: BLAS threads only contend (100x slower on a busy CPU)
+            probe = LogisticRegression(max_iter=max_iter, random_state=seed).fit(features[train], fit[train])
         correct += int((probe.predict(features[test]) == labels[test]).sum())
     return correct / len(labels)
 
