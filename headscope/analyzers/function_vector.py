@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
 from headscope.analyzers.metrics import MetricDoc
-from headscope.engine import Backend, Head, LayerActivations, Needs, ProbeBatch, pad_sequences
+from headscope.engine import Backend, Head, pad_sequences
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.files import load_suite_records
@@ -43,7 +43,7 @@ class FunctionVectorParams:
     train_fraction: float = 0.7  # demonstrations from this share of a task's pairs, queries from the rest (official)
     top_k: int = 10  # heads in the function vector and the causal check (paper: |A| = 10)
     check_random_sets: int = 3  # random k-head sets in the causal check (0: no check)
-    rows_per_pass: int = 64  # single-head patches of one prompt per forward pass
+    rows_per_pass: int = 135  # single-head patches of one prompt per forward pass (one token per row)
     seed: int = 42
 
 
@@ -146,14 +146,16 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
             clean = [seq for seq, s in zip(suite.sequences, suite.samples) if s["task"] == task and s["role"] == "mean"]
             batches = [pad_sequences(clean[i : i + ctx.batch_size], ctx.pad_token_id) for i in range(0, len(clean), ctx.batch_size)]
             self.means[task] = mean_heads(backend, batches)
+            candidates = [{**s, "ids": seq} for seq, s in zip(suite.sequences, suite.samples)
+                          if s["task"] == task and s["role"] == "corrupted"]
             kept = []
-            for seq, sample in zip(suite.sequences, suite.samples):
-                if sample["task"] != task or sample["role"] != "corrupted" or len(kept) == p.n_cie_prompts:
-                    continue
-                if p.filter_correct and int(backend.last_token(_copies(sample["clean"], 1)).logits[0].argmax()) != sample["target"]:
-                    continue
-                kept.append({**sample, "ids": seq})
-                self.cie[task].append(self._cie(backend, seq, sample["target"], self.means[task], heads, bar))
+            for candidate in candidates:  # with filter_correct (official): queries answered right in the clean prompt
+                if len(kept) == p.n_cie_prompts:
+                    break
+                if not p.filter_correct or self._clean_answer(backend, candidate) == candidate["target"]:
+                    kept.append(candidate)
+            for sample in kept:
+                self.cie[task].append(self._cie(backend, sample["ids"], sample["target"], self.means[task], heads, bar))
             self.kept[task] = kept
         bar.close()
         if not any(self.cie.values()):
@@ -165,24 +167,28 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         self.fv = {task: self.function_vector(backend, self.means[task], self.top) for task in self.tasks}
         self.check = self._check(backend, spec) if p.check_random_sets else {}
 
+    @staticmethod
+    def _clean_answer(backend: Backend, sample: dict[str, Any]) -> int:
+        """The unpatched model's top-1 token at the end of the sample's clean prompt."""
+        return int(backend.last_token_rows(sample["clean"], 1).logits[0].argmax())
+
     def _cie(self, backend: Backend, prompt: list[int], target: int, means: torch.Tensor, heads: list[Head],
              bar: tqdm) -> torch.Tensor:
-        """[layer, head]: p(target) with the head's mean patched at the last token, minus p unpatched."""
-        from headscope.circuits.patching import HeadPatch, last_positions, patch_heads
+        """[layer, head]: p(target) with the head's mean patched at the last token, minus p unpatched.
+
+        Row i of a pass patches heads[i]; the prompt's prefix runs once (`last_token_rows`: a patch at the last
+        token cannot change earlier positions), so a pass costs one token per row."""
+        from headscope.circuits.patching import HeadPatch, patch_heads
 
         spec = backend.spec
-        base = torch.softmax(backend.last_token(_copies(prompt, 1)).logits[0].double(), -1)[target]
-        resid = _intact_resid(backend, prompt)
+        base = torch.softmax(backend.last_token_rows(prompt, 1).logits[0].double(), -1)[target].cpu()
         out = torch.zeros(spec.n_layers, spec.n_heads, dtype=torch.float64)
         step = self.params.rows_per_pass
         for start in range(0, len(heads), step):
             chunk = heads[start : start + step]
-            batch = _copies(prompt, len(chunk))
             patches = [HeadPatch(l, h, means[l, h], rows=(i,)) for i, (l, h) in enumerate(chunk)]
-            first = min(l for l, _ in chunk)
-            kwargs = {"start_layer": first, "resid": resid[first].expand(len(chunk), -1, -1)} if first else {}
-            with patch_heads(backend, patches, positions=last_positions(batch)):
-                logits = backend.last_token(batch, **kwargs).logits
+            with patch_heads(backend, patches, positions=_only_position(len(chunk))):
+                logits = backend.last_token_rows(prompt, len(chunk)).logits
             probs = torch.softmax(logits.double(), -1)[:, target].cpu()
             for i, (l, h) in enumerate(chunk):
                 out[l, h] = probs[i] - base
@@ -202,7 +208,7 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         """p(target) and top-1 accuracy with the top-k heads (or random k-head sets) patched together at the last
         token, on the corrupted and on zero-shot prompts."""
         from headscope.circuits.ablation import random_head_sets
-        from headscope.circuits.patching import HeadPatch, last_positions, patch_heads
+        from headscope.circuits.patching import HeadPatch, patch_heads
 
         p = self.params
         randoms = random_head_sets(spec.n_layers, spec.n_heads, p.top_k, p.check_random_sets, seed=p.seed, exclude=self.top)
@@ -212,11 +218,10 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
             means = self.means[task]
             for sample in kept:
                 for prompt_kind, ids in (("corrupted", sample["ids"]), ("zeroshot", sample["zero_shot"])):
-                    batch = _copies(ids, len(sets))
                     patches = [HeadPatch(l, h, means[l, h], rows=(row,)) for row, chosen in enumerate(sets.values())
                                for l, h in chosen]
-                    with patch_heads(backend, patches, positions=last_positions(batch)):
-                        logits = backend.last_token(batch).logits.double().cpu()
+                    with patch_heads(backend, patches, positions=_only_position(len(sets))):
+                        logits = backend.last_token_rows(ids, len(sets)).logits.double().cpu()
                     probs = torch.softmax(logits, -1)[:, sample["target"]]
                     correct = (logits.argmax(-1) == sample["target"]).double()
                     for row, name in enumerate(sets):
@@ -261,20 +266,6 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         }
 
 
-def _copies(prompt: list[int], n: int) -> ProbeBatch:
-    """`n` identical unpadded rows of one prompt (every row's last token is the prompt's last token)."""
-    ids = torch.tensor([list(prompt)] * n, dtype=torch.long)
-    return ProbeBatch(ids, torch.ones_like(ids))
-
-
-def _intact_resid(backend: Backend, prompt: list[int]) -> torch.Tensor:
-    """[layer, 1, pos, d_model]: the unpatched residual stream entering every layer (a pass that patches only at
-    layer L and above starts there: the layers below are unchanged by it)."""
-    spec = backend.spec
-    resid = torch.zeros(spec.n_layers, 1, len(prompt), spec.d_model)
-
-    def keep(acts: LayerActivations) -> None:
-        resid[acts.layer] = acts.resid_pre.cpu()
-
-    backend.run(_copies(prompt, 1), Needs(resid_pre=True), keep)
-    return resid
+def _only_position(n_rows: int) -> torch.Tensor:
+    """[rows, 1] zeros: under `last_token_rows` the patched pass holds the last token only (its position 0)."""
+    return torch.zeros(n_rows, 1, dtype=torch.long)

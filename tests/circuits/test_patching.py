@@ -127,3 +127,20 @@ def test_bad_patches_are_refused_before_running(backends):
     with pytest.raises(HeadscopeError, match="cannot patch"):
         with patch_heads(backend, [], tensor="pattern"):
             pass
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_last_token_rows_equal_full_runs_patched_at_the_last_token(backends, model, name):
+    """The prefix computed once (KV cache repeated per row) gives the full run's last-token logits, with and
+    without per-row patches at the last token (position 0 of the one-token pass)."""
+    backend = backends[name]
+    prompt = TARGET[1]
+    torch.testing.assert_close(backend.last_token_rows(prompt, 2).logits[1], backend.last_token(pad_sequences([prompt], 0)).logits[0],
+                               atol=1e-5, rtol=1e-5)
+    heads = [(0, 2), (1, 0), (1, 3)]
+    patches = [HeadPatch(l, h, torch.full((D_HEAD,), 0.5 * (i + 1)), rows=(i,)) for i, (l, h) in enumerate(heads)]
+    with patch_heads(backend, patches, positions=torch.zeros(3, 1, dtype=torch.long)):
+        rows = backend.last_token_rows(prompt, 3).logits
+    for i, (l, h) in enumerate(heads):
+        expected = _reference_last_logits(model, prompt, [(l, "z", h, len(prompt) - 1, torch.full((D_HEAD,), 0.5 * (i + 1)))])
+        torch.testing.assert_close(rows[i], expected, atol=1e-5, rtol=1e-5)
