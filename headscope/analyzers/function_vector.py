@@ -140,7 +140,7 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         self.means: dict[str, torch.Tensor] = {}
         self.kept: dict[str, list[dict[str, Any]]] = {}
         heads = [(layer, head) for layer in range(spec.n_layers) for head in range(spec.n_heads)]
-        total = sum(1 for s in suite.samples if s["role"] == "corrupted")
+        total = len(self.tasks) * p.n_cie_prompts  # at most: filter_correct may keep fewer
         bar = tqdm(total=total * len(heads), desc="function-vector", unit="patch", disable=not ctx.progress)
         for task in self.tasks:
             clean = [seq for seq, s in zip(suite.sequences, suite.samples) if s["task"] == task and s["role"] == "mean"]
