@@ -163,7 +163,6 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         self.aie = torch.stack([torch.stack(v).mean(0) for v in self.cie.values() if v]).mean(0)  # [layer, head]
         order = self.aie.flatten().argsort(descending=True)
         self.top = [(int(i) // spec.n_heads, int(i) % spec.n_heads) for i in order[: p.top_k]]
-        self.mean_all = torch.stack([self.means[t] for t in self.tasks]).mean(0)  # [layer, head, d_head]
         self.fv = {task: self.function_vector(backend, self.means[task], self.top) for task in self.tasks}
         self.check = self._check(backend, spec) if p.check_random_sets else {}
 

@@ -85,6 +85,10 @@ def patch_edit(patches: Sequence[HeadPatch], positions: torch.Tensor | None) -> 
                 cols = positions[row].to(tensor.device) if positions is not None else slice(None)
                 if positions is not None and bool(((cols < 0) | (cols >= n_pos)).any()):
                     raise HeadscopeError(f"patch positions {cols.tolist()} are outside a sequence of {n_pos}")
+                width = n_pos if positions is None else len(cols)
+                if value.dim() == 3 and value.shape[1] != width:
+                    raise HeadscopeError(f"a patch holds {value.shape[1]} positions where the target run patches {width}: "
+                                         "pass matching source and target positions")
                 out[row, patch.head, cols] = value if value.dim() == 1 else value[index]
         return out
 

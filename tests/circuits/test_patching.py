@@ -124,6 +124,10 @@ def test_bad_patches_are_refused_before_running(backends):
     with pytest.raises(HeadscopeError, match="d_head"):
         with patch_heads(backend, [HeadPatch(0, 0, torch.zeros(D_HEAD + 1))]):
             pass
+    source, target = pad_sequences(SOURCE, 0), pad_sequences(TARGET, 0)  # 7 vs 8 positions, all of them patched
+    with pytest.raises(HeadscopeError, match="matching source and target positions"):
+        with patch_from_source(backend, source, [(0, 1)]):
+            backend.last_token(target)
     with pytest.raises(HeadscopeError, match="cannot patch"):
         with patch_heads(backend, [], tensor="pattern"):
             pass
