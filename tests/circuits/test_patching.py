@@ -148,3 +148,28 @@ def test_last_token_rows_equal_full_runs_patched_at_the_last_token(backends, mod
     for i, (l, h) in enumerate(heads):
         expected = _reference_last_logits(model, prompt, [(l, "z", h, len(prompt) - 1, torch.full((D_HEAD,), 0.5 * (i + 1)))])
         torch.testing.assert_close(rows[i], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_gpt2_value_and_key_patches_match_hooks_on_the_fused_projection(tmp_path_factory, name):
+    """GPT-2's fused c_attn: a value (and key) patch lands in its value (key) third, head 2, every position."""
+    folder = build_tiny_model("gpt2", tmp_path_factory.mktemp("patch_gpt2"), seed=4)
+    backend, model = load_backend(str(folder), backend=name, quiet=True), hf_eager(folder)
+    prompt, width = TARGET[1], 64
+    for tensor, third in (("v", 2), ("k_raw", 1)):
+        value = torch.linspace(-1.0, 1.0, D_HEAD)
+        with patch_heads(backend, [HeadPatch(1, 2, value)], tensor=tensor):
+            got = backend.last_token(pad_sequences([prompt], 0)).logits[0]
+
+        def post(mod, args, out, start=third * width + 2 * D_HEAD):
+            out = out.clone()
+            out[..., start : start + D_HEAD] = value
+            return out
+
+        handle = model.transformer.h[1].attn.c_attn.register_forward_hook(post)
+        try:
+            with torch.no_grad():
+                expected = model(torch.tensor([prompt])).logits[0, -1]
+        finally:
+            handle.remove()
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
