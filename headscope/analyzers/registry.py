@@ -81,6 +81,16 @@ def _register_builtins() -> None:
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
                 MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
         register_analyzer(cls)
+    _register_taxonomy_patching()
+
+
+def _register_taxonomy_patching() -> None:
+    """Issue 21 (activation patching): function-vector and truthfulness heads."""
+    from headscope.analyzers.function_vector import FunctionVectorAnalyzer
+    from headscope.analyzers.truthfulness import TruthfulnessAnalyzer
+
+    for cls in (FunctionVectorAnalyzer, TruthfulnessAnalyzer):
+        register_analyzer(cls)
 
 
 _register_builtins()

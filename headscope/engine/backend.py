@@ -85,6 +85,11 @@ class Backend(Protocol):
         """
         ...
 
+    def last_token_rows(self, prompt_ids: Sequence[int], n_rows: int) -> LastTokenOutput:
+        """`last_token` of `n_rows` copies of one prompt, the prefix computed once (KV cache repeated per row):
+        "forward" interventions apply to the last token only (one position), "prefill" ones to the prefix."""
+        ...
+
     def decode(
         self,
         prompt_ids: Sequence[int],

@@ -7,7 +7,9 @@ the TransformerLens backend's hook points:
   q_raw  output of the attention's `q_norm` (Qwen3, Gemma-3, OLMo-2), else of `q_proj` (Llama, Mistral, Qwen2,
          ...), else the query third of GPT-2's fused `c_attn`: the query before the rotary embedding
   z      input of the output projection (`o_proj`, GPT-2's `c_proj`, GPT-NeoX's `dense`): each head's output
-Other tensors (q after rotary, k, v, pattern) live inside the attention function: use the TransformerLens backend.
+  k_raw, v  output of `k_proj` / `v_proj` per KV head (models without a k norm; GPT-2: the key/value thirds of
+         `c_attn`): the key before the rotary embedding, and the value (activation patching, circuits/patching.py)
+Other tensors (q and k after rotary, pattern) live inside the attention function: use the TransformerLens backend.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
 from headscope.errors import HeadscopeError
 
-SUPPORTED = ("q_raw", "z")
+SUPPORTED = ("q_raw", "z", "k_raw", "v")
 _OUTPUT_PROJECTIONS = ("o_proj", "c_proj", "dense", "out_proj")
 
 
@@ -97,6 +99,8 @@ def hooked_interventions(
 def _register(attention: torch.nn.Module, layer: int, item: Intervention, spec: ModelSpec,
               current_phase: Callable[[], str], query_norm_heads_first: bool) -> torch.utils.hooks.RemovableHandle:
     active = lambda: current_phase() in item.phases  # noqa: E731
+    if item.tensor in ("k_raw", "v"):
+        return _register_key_value(attention, layer, item, spec, active)
 
     if item.tensor == "z":
         found = _child(attention, _OUTPUT_PROJECTIONS)
@@ -137,3 +141,32 @@ def _register(attention: torch.nn.Module, layer: int, item: Intervention, spec: 
 
         return fused[1].register_forward_hook(edit_fused_q)
     raise HeadscopeError(f"cannot find the query projection of layer {layer}'s attention: use `--backend transformer-lens`")
+
+
+def _register_key_value(attention: torch.nn.Module, layer: int, item: Intervention, spec: ModelSpec,
+                        active: Callable[[], bool]) -> torch.utils.hooks.RemovableHandle:
+    """k_raw / v edits on the key or value projection's output, [batch, kv_head, pos, d] for the edit."""
+    if item.tensor == "k_raw" and isinstance(getattr(attention, "k_norm", None), torch.nn.Module):
+        raise HeadscopeError("the nnsight backend cannot edit k_raw of a model with a k norm: use `--backend transformer-lens`")
+    found = _child(attention, ("k_proj",) if item.tensor == "k_raw" else ("v_proj",))
+    if found is not None:
+        def edit_kv(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if not active():
+                return None
+            return _merge_heads(item.edit(layer, _split_heads(output.float(), spec.n_kv_heads)), output)
+
+        return found[1].register_forward_hook(edit_kv)
+    fused = _child(attention, ("c_attn",))
+    if fused is not None and not getattr(attention, "is_cross_attention", False):
+        width = spec.n_heads * spec.d_head
+        start = width if item.tensor == "k_raw" else 2 * width
+
+        def edit_fused(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if not active():
+                return None
+            part = output[..., start : start + width]
+            edited = _merge_heads(item.edit(layer, _split_heads(part.float(), spec.n_kv_heads)), part)
+            return torch.cat([output[..., :start], edited, output[..., start + width :]], dim=-1)
+
+        return fused[1].register_forward_hook(edit_fused)
+    raise HeadscopeError(f"cannot find the {item.tensor} projection of layer {layer}'s attention: use `--backend transformer-lens`")

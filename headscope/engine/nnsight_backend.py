@@ -414,6 +414,30 @@ class NNsightBackend:
                 "attn_implementation='eager'"
             )
 
+    def last_token_rows(self, prompt_ids: Sequence[int], n_rows: int) -> LastTokenOutput:
+        """`n_rows` copies of one prompt, computed once up to the last token: the prefix is prefilled once (phase
+        "prefill"), its KV cache repeated per row, and only the last token runs as `n_rows` rows with the "forward"
+        interventions (they see one position). Equals `last_token` on copies whose interventions touch only the
+        last position (activation patching at the last token), at a fraction of the cost."""
+        if self.remote:
+            raise HeadscopeError("last_token_rows is not available with --remote: run the analyzer locally")
+        if len(prompt_ids) < 2 or n_rows < 1:
+            raise HeadscopeError("last_token_rows needs a prompt of at least 2 tokens and n_rows >= 1")
+        hf_model = self.model._module
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
+        cache = hf_cache.new_cache(hf_model.config)
+        position = ids.shape[1] - 1
+        with torch.inference_mode():
+            with self._in_phase("prefill"):
+                hf_model(input_ids=ids[:, :-1], **hf_cache.cache_kwargs(hf_model, cache))
+            cache.batch_repeat_interleave(n_rows)
+            with self._in_phase("forward"):
+                out = hf_model(input_ids=ids[:, -1:].expand(n_rows, 1),
+                               attention_mask=torch.ones(n_rows, position + 1, dtype=torch.long, device=self.device),
+                               position_ids=torch.full((n_rows, 1), position, device=self.device),
+                               output_hidden_states=True, **hf_cache.cache_kwargs(hf_model, cache))
+        return LastTokenOutput(out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float())
+
 
 class _PassThrough(torch.nn.Module):
     """Stands in for a skipped decoder layer: hands its hidden states on unchanged."""

@@ -34,6 +34,8 @@ ROLES: tuple[Role, ...] = (
     Role("previous-token", ("previous_token_score",), threshold=0.5, source="previous-token score > 0.5"),
     Role("duplicate-token", ("duplicate_token_score",), threshold=0.3, source="duplicate-token score > 0.3"),
     Role("lookback", ("lookback_weight",), top_k=5, source="top 5 |detector weight|"),
+    Role("function-vector", ("fv_aie",), top_k=10, source="Todd et al. 2024: top 10 heads by AIE (|A| = 10)"),
+    Role("truthfulness", ("truth_probe_acc",), top_k=10, source="Li et al. 2023: top heads by probe accuracy (ITI keeps 48)"),
 )
 
 
