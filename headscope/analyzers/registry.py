@@ -81,6 +81,17 @@ def _register_builtins() -> None:
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
                 MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
         register_analyzer(cls)
+    _register_taxonomy_a()
+
+
+def _register_taxonomy_a() -> None:
+    """Issue 21, part A: positional, successor and copy-suppression heads."""
+    from headscope.analyzers.copy_suppression import CopySuppressionAnalyzer
+    from headscope.analyzers.positional import PositionalAnalyzer
+    from headscope.analyzers.successor import SuccessorAnalyzer
+
+    for cls in (PositionalAnalyzer, SuccessorAnalyzer, CopySuppressionAnalyzer):
+        register_analyzer(cls)
 
 
 _register_builtins()
