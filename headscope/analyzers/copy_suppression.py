@@ -111,8 +111,7 @@ class CopySuppressionAnalyzer(DrivingAnalyzer):
         if self.params.dynamic and suite.sequences:
             self.run_dynamic(backend, suite, ctx, weights)
         else:
-            shape = (backend.spec.n_layers, backend.spec.n_heads)
-            self._dla = (torch.full(shape, float("nan"), dtype=torch.float64),) * 2 + (torch.zeros(shape, dtype=torch.float64),)
+            self._dla = None  # weights only: no dynamic rows
 
     def run_on_weights(self, weights: ModelWeights, spec: ModelSpec, tokens: torch.Tensor) -> None:
         """The OV-only scores of every head for the rows `tokens`."""
@@ -169,11 +168,13 @@ class CopySuppressionAnalyzer(DrivingAnalyzer):
 
     def results(self) -> list[HeadValue]:
         rank10, bottom5 = self._ov
+        tables = {"copy_suppression_ov_rank10": (rank10, self._n_tokens),
+                  "copy_suppression_ov_bottom5": (bottom5, self._n_tokens)}
+        if self._dla is None:
+            return head_rows(tables)
         dla, negative, count = self._dla
         per_head = count.long()
-        rows = head_rows({"copy_suppression_ov_rank10": (rank10, self._n_tokens),
-                          "copy_suppression_ov_bottom5": (bottom5, self._n_tokens),
-                          "copy_suppression_dla": (dla, 0), "copy_suppression_dla_negative": (negative, 0),
+        rows = head_rows({**tables, "copy_suppression_dla": (dla, 0), "copy_suppression_dla_negative": (negative, 0),
                           "copy_suppression_pairs": (count, 0)})
         # n_samples of the dynamic rows: the attention pairs behind each head's number
         return [r if r.metric.startswith("copy_suppression_ov")
