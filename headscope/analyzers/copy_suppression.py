@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows, suite_batches
 from headscope.analyzers.metrics import MetricDoc
@@ -107,13 +108,14 @@ class CopySuppressionAnalyzer(DrivingAnalyzer):
 
     def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
         weights = backend.weights()
-        self.run_on_weights(weights, backend.spec, torch.tensor(suite.details["ov_tokens"], dtype=torch.long))
+        self.run_on_weights(weights, backend.spec, torch.tensor(suite.details["ov_tokens"], dtype=torch.long),
+                            progress=ctx.progress)
         if self.params.dynamic and suite.sequences:
             self.run_dynamic(backend, suite, ctx, weights)
         else:
             self._dla = None  # weights only: no dynamic rows
 
-    def run_on_weights(self, weights: ModelWeights, spec: ModelSpec, tokens: torch.Tensor) -> None:
+    def run_on_weights(self, weights: ModelWeights, spec: ModelSpec, tokens: torch.Tensor, *, progress: bool = False) -> None:
         """The OV-only scores of every head for the rows `tokens`."""
         p = self.params
         self._spec, self._n_tokens = spec, len(tokens)
@@ -124,7 +126,7 @@ class CopySuppressionAnalyzer(DrivingAnalyzer):
         bottom = max(1, int(p.bottom_fraction * vocab))
         rank10 = torch.zeros(spec.n_layers, spec.n_heads, dtype=torch.float64)
         bottom5 = torch.zeros_like(rank10)
-        for layer in range(spec.n_layers):
+        for layer in tqdm(range(spec.n_layers), desc="copy-suppression OV", disable=not progress, unit="layer"):
             W_V, W_O = weights.W_V(layer), weights.W_O(layer)
             for head in range(spec.n_heads):
                 ranks = ov_self_ranks(X, W_V[spec.kv_head(head)], W_O[head], W_U, tokens, block_size=p.block_size)
@@ -140,7 +142,8 @@ class CopySuppressionAnalyzer(DrivingAnalyzer):
         total = torch.zeros(spec.n_layers, spec.n_heads, dtype=torch.float64)
         negative, count = torch.zeros_like(total), torch.zeros_like(total)
         W_O = {layer: weights.W_O(layer) for layer in range(spec.n_layers)}
-        for batch in suite_batches(suite, ctx):
+        batches = list(suite_batches(suite, ctx))
+        for batch in tqdm(batches, desc="copy-suppression run", disable=not ctx.progress, unit="batch"):
             ids = batch.input_ids
             valid = batch.valid
 

@@ -13,7 +13,8 @@ authors released no code; this matches the public re-implementation curt-tigges/
   pooled (not a mean of task means), and a head is a successor head when the score is > 0.4.
 
 Departures: the official script raises on a multi-token word; here a word that is not one token is dropped from
-its task (with the pairs it is part of) and the kept counts are written as model-level rows. The effective
+its task (with the pairs it is part of) and the kept counts are written as model-level rows; a task whose bare words
+(no leading space) keep more single-token pairs is scored on those (`space_fallback`; SmolLM2's " 7" is two tokens). The effective
 embedding is a parameter and recorded in the side output: "first_mlp" (default) is MAPS' MLP_0(ln2_0(W_E)); the
 re-implementation applies TransformerLens' `blocks[0].mlp` to raw W_E (no norm), which on RMS-normed models feeds
 the MLP inputs far off its training scale. "first_mlp_residual" is W_E + MLP_0(ln2_0(W_E)) (the copy-suppression
@@ -43,6 +44,7 @@ class SuccessorParams:
     layers: tuple[int, ...] = ()  # empty: every layer
     effective_embedding: str = "first_mlp"  # first_mlp | first_mlp_residual | raw
     add_leading_space: bool = True
+    space_fallback: bool = True  # a task keeps more pairs without the space (SmolLM2's " 1" is two tokens): use the bare words
     threshold: float = 0.4  # successor head: score > threshold (circuits-over-time)
 
 
@@ -53,6 +55,17 @@ def effective_embedding(weights: ModelWeights, token_ids: torch.Tensor, kind: st
         return raw
     mlp = weights.first_mlp(raw)
     return mlp if kind == "first_mlp" else raw + mlp
+
+
+def task_pairs(tokenizer: Any, words: list[str], space: bool) -> tuple[bool, list[int | None], list[tuple[int, int]]]:
+    """(space, each word's single token id or None, consecutive pairs of single-token words)."""
+    prefix = " " if space else ""
+    ids: list[int | None] = []
+    for word in words:
+        tokens = tokenizer.encode(prefix + word, add_special_tokens=False)
+        ids.append(tokens[0] if len(tokens) == 1 else None)
+    pairs = [(a, b) for a, b in zip(ids, ids[1:]) if a is not None and b is not None]
+    return space, ids, pairs
 
 
 def succession_hits(M: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -95,21 +108,20 @@ class SuccessorAnalyzer(DrivingAnalyzer):
         unknown = [t for t in wanted if t not in names]
         if unknown:
             raise HeadscopeError(f"task(s) {unknown} are not in suite '{p.suite}': use some of {', '.join(names)}")
-        space = " " if p.add_leading_space else ""
         sequences, samples, tasks = [], [], []
         for record in records:
             if str(record["task"]) not in wanted:
                 continue
-            ids = []
-            for word in record["sequence"]:
-                tokens = ctx.tokenizer.encode(space + str(word), add_special_tokens=False)
-                ids.append(tokens[0] if len(tokens) == 1 else None)
-            pairs = [(a, b) for a, b in zip(ids, ids[1:]) if a is not None and b is not None]
+            words = [str(word) for word in record["sequence"]]
+            forms = [p.add_leading_space] + ([False] if p.add_leading_space and p.space_fallback else [])
+            # the first form with the most kept pairs: the spaced one unless the bare words keep more
+            space, ids, pairs = max((task_pairs(ctx.tokenizer, words, form) for form in forms), key=lambda t: len(t[2]))
             candidates = sorted({i for i in ids if i is not None})
             for a, b in pairs:
                 sequences.append([a, b])
                 samples.append({"task": str(record["task"])})
-            tasks.append({"name": str(record["task"]), "candidates": candidates, "n_items": len(ids), "n_pairs": len(pairs)})
+            tasks.append({"name": str(record["task"]), "candidates": candidates, "n_items": len(ids),
+                          "n_pairs": len(pairs), "leading_space": space})
         if not sequences:
             raise HeadscopeError(f"no consecutive pair of suite '{p.suite}' is a single token pair for this tokenizer: "
                                  "add single-token sequences or set successor.add_leading_space=false")
@@ -166,4 +178,4 @@ class SuccessorAnalyzer(DrivingAnalyzer):
         """Which effective embedding was used and the kept pairs per task: `<atlas>.successor.json`."""
         return {"analyzer": self.name, "effective_embedding": self.params.effective_embedding,
                 "unembedding": "W_U (no final norm, no biases)",
-                "tasks": [{k: t[k] for k in ("name", "n_items", "n_pairs")} for t in self._tasks]}
+                "tasks": [{k: t[k] for k in ("name", "n_items", "n_pairs", "leading_space")} for t in self._tasks]}

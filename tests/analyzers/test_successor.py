@@ -125,3 +125,27 @@ def test_bad_params_are_one_line_errors(tiny_llama_backend, tmp_path):
     for params in ({"effective_embedding": "mlp0"}, {"tasks": ("nope",)}, {"layers": ("x",)}, {"layers": (7,)}):
         with pytest.raises(HeadscopeError):
             scan_result(tiny_llama_backend, [SuccessorAnalyzer(suite=str(suite), **params)], progress=False)
+
+
+class DigitTokenizer:
+    """" 7" is two tokens (space, digit) and "7" one, as SmolLM2 splits numbers; words are one token either way."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        if text.strip().isdigit():
+            digits = [100 + int(c) for c in text.strip()]
+            return ([99] if text.startswith(" ") else []) + digits
+        return [200 + len(text)]
+
+
+def test_bare_words_when_the_spaced_form_splits(tiny_llama_backend, tmp_path):
+    from headscope.analyzers import ScanContext
+
+    suite = write_suite(tmp_path / "suite", {"digits": ["1", "2", "3", "10"], "words": ["a", "bb", "ccc"]})
+    ctx = ScanContext(tiny_llama_backend.spec, DigitTokenizer())
+    built = SuccessorAnalyzer(suite=str(suite)).build_suite(ctx)
+    tasks = {t["name"]: t for t in built.details["tasks"]}
+    assert tasks["digits"]["leading_space"] is False and tasks["digits"]["n_pairs"] == 2  # 1->2, 2->3; "10" is two
+    assert tasks["words"]["leading_space"] is True and tasks["words"]["n_pairs"] == 2
+    assert built.sequences[:2] == [[101, 102], [102, 103]]
+    strict = SuccessorAnalyzer(suite=str(suite), space_fallback=False).build_suite(ctx)
+    assert {t["name"]: t["n_pairs"] for t in strict.details["tasks"]} == {"digits": 0, "words": 2}
