@@ -154,3 +154,26 @@ def test_bad_params_are_one_line_errors(tiny_llama_backend):
     for params in ({"n_tokens": -1}, {"bottom_fraction": 0.0}, {"attention_threshold": 1.0}, {"seq_len": 100000}):
         with pytest.raises(HeadscopeError):
             scan_result(tiny_llama_backend, [CopySuppressionAnalyzer(**params)], progress=False)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+def test_folded_unembedding_uses_the_final_norm_gain(kind, tmp_path):
+    """RMSNorm weight (Llama), LayerNorm weight (GPT-2), 1 + weight (Gemma-3), each read against HF's module."""
+    from headscope.engine import weights_from_hf
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny_model(kind, tmp_path / kind)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    norm = {"llama": lambda: model.model.norm, "gpt2": lambda: model.transformer.ln_f,
+            "gemma3": lambda: model.model.norm}[kind]()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(norm.weight.shape) + 0.5)
+    cfg = model.config
+    n_heads = cfg.num_attention_heads if kind != "gpt2" else cfg.n_head
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    d_head = getattr(cfg, "head_dim", None) or 64 // n_heads
+    weights = weights_from_hf(model, n_heads=n_heads, n_kv_heads=n_kv, d_head=d_head)
+    expected = (1.0 + norm.weight.detach()) if kind == "gemma3" else norm.weight.detach()
+    torch.testing.assert_close(weights.final_norm_gain(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weights.W_U_folded(), expected[:, None] * model.get_output_embeddings().weight.detach().T,
+                               rtol=1e-4, atol=1e-4)

@@ -121,3 +121,14 @@ def test_bad_params_are_one_line_errors(tiny_llama_backend):
     for params in ({"max_offset": 0}, {"threshold": 1.5}, {"seq_len": 100000}):
         with pytest.raises(HeadscopeError):
             scan_backend(tiny_llama_backend, [PositionalAnalyzer(**params)], progress=False)
+
+
+def test_shards_merge_to_one_pass(tiny_llama_dir):
+    """Accumulators add up: a scan cut into shards of 2 sequences equals one uninterrupted pass."""
+    import headscope
+
+    common = dict(seq_len=12, n_samples=6, batch_size=2, progress=False)
+    one = headscope.scan(str(tiny_llama_dir), ["positional"], shard_size=100, **common)
+    sharded = headscope.scan(str(tiny_llama_dir), ["positional"], shard_size=2, **common)
+    np.testing.assert_allclose(sharded.frame["value"].to_numpy(), one.frame["value"].to_numpy(), atol=1e-12)
+    assert one.frame[one.frame["metric"] == "positional_argmax_back0"]["n_samples"].iloc[0] > 0
