@@ -36,8 +36,8 @@ ROLES: tuple[Role, ...] = (
     Role("lookback", ("lookback_weight",), top_k=5, source="top 5 |detector weight|"),
     Role("positional", ("is_positional",), threshold=0.5, source="Voita et al. 2019: one offset takes >= 90% of argmaxes"),
     Role("successor", ("successor_score",), threshold=0.4, source="Gould et al. 2024 (circuits-over-time): score > 0.4"),
-    Role("copy-suppression", ("copy_suppression_ov_rank10",), threshold=0.5,
-         source="McDougall et al. 2023 OV rank < 10 share > 0.5 (ours; L10H7 of GPT-2 scores 0.85)"),
+    Role("copy-suppression", ("copy_suppression_ov_bottom5",), threshold=0.5,
+         source="McDougall et al. 2023 OV bottom-5% share > 0.5 (ours: 10x a random map; GPT-2 L10H7 scores 0.99)"),
 )
 
 
