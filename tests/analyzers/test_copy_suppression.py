@@ -105,10 +105,10 @@ def planted_dir(tmp_path_factory):
     return build_tiny_model("llama", tmp_path_factory.mktemp("copy_suppression"), edit=plant, head_dim=64)
 
 
-@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
-def test_planted_suppression_head_and_references(planted_dir, backend):
+@pytest.mark.parametrize("backend,side", [("transformer-lens", "right"), ("nnsight", "left")])
+def test_planted_suppression_head_and_references(planted_dir, backend, side):
     loaded = load_backend(str(planted_dir), backend=backend, quiet=True)
-    result = scan_result(loaded, [fixed(n_tokens=0)], batch_size=2, progress=False)
+    result = scan_result(loaded, [fixed(n_tokens=0)], batch_size=2, padding_side=side, progress=False)
     wide = result.atlas.to_frame()
     for head in (0, 1):  # OV = -I on the basis tokens
         assert wide.loc[(0, head), "copy_suppression_ov_bottom5"] > 0.6
