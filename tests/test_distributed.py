@@ -24,6 +24,7 @@ CASES = {
     "retrieval": ("retrieval", dict(context_lengths=(300,), params={"retrieval": {"n_samples": 1, "max_new_tokens": 4}})),
     "lookback": ("lookback", dict(params={"lookback": {"n_samples": 2, "max_new_tokens": 4, "n_bootstrap": 5}})),
     "safety": ("safety", dict(params={"safety": {"n_samples": 2, "sahara_steps": 0, "top_k": 3}})),
+    "positional": ("positional", dict(seq_len=16, n_samples=4, batch_size=2, shard_size=2)),
 }
 
 

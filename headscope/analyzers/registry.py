@@ -81,15 +81,19 @@ def _register_builtins() -> None:
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
                 MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
         register_analyzer(cls)
-    _register_taxonomy_patching()
+    _register_taxonomy()
 
 
-def _register_taxonomy_patching() -> None:
-    """Issue 21 (activation patching): function-vector and truthfulness heads."""
+def _register_taxonomy() -> None:
+    """Issue 21: positional, successor, copy-suppression, function-vector and truthfulness heads."""
+    from headscope.analyzers.copy_suppression import CopySuppressionAnalyzer
     from headscope.analyzers.function_vector import FunctionVectorAnalyzer
+    from headscope.analyzers.positional import PositionalAnalyzer
+    from headscope.analyzers.successor import SuccessorAnalyzer
     from headscope.analyzers.truthfulness import TruthfulnessAnalyzer
 
-    for cls in (FunctionVectorAnalyzer, TruthfulnessAnalyzer):
+    for cls in (PositionalAnalyzer, SuccessorAnalyzer, CopySuppressionAnalyzer, FunctionVectorAnalyzer,
+                TruthfulnessAnalyzer):
         register_analyzer(cls)
 
 

@@ -49,6 +49,7 @@ class ModelWeights:
         n_heads: int,
         n_kv_heads: int,
         layout: str,
+        final_norm_gain: Callable[[], torch.Tensor | None] | None = None,
     ) -> None:
         self._W_E = W_E  # [vocab, d_model]
         self._W_U = W_U  # [d_model, vocab]
@@ -59,6 +60,7 @@ class ModelWeights:
         self.n_heads = n_heads
         self.n_kv_heads = n_kv_heads
         self.layout = layout
+        self._final_norm_gain = final_norm_gain
 
     @property
     def W_E(self) -> torch.Tensor:
@@ -95,6 +97,17 @@ class ModelWeights:
         if self._first_mlp is None:
             raise HeadscopeError(f"this model's layer-0 MLP could not be located ({self.layout}): pass apply_first_mlp=false")
         return self._first_mlp(x).float()
+
+    def final_norm_gain(self) -> torch.Tensor | None:
+        """The final norm's per-channel gain [d_model] (Gemma's 1 + w included), or None if it is not found."""
+        gain = self._final_norm_gain() if self._final_norm_gain is not None else None
+        return None if gain is None else gain.float()
+
+    def W_U_folded(self) -> torch.Tensor:
+        """[d_model, vocab]: W_U with the final norm's gain folded in (TransformerLens `fold_ln`), biases left out;
+        plain W_U when the final norm is not found. Ranks of a row of x · W_U_folded are what the logits rank."""
+        gain = self.final_norm_gain()
+        return self.W_U if gain is None else gain.to(self._W_U.device)[:, None] * self.W_U
 
 
 def _decoder_layers(model: nn.Module) -> tuple[Any, str]:
@@ -180,7 +193,13 @@ def weights_from_hf(model: nn.Module, *, n_heads: int, n_kv_heads: int, d_head: 
             with torch.inference_mode():
                 return mlp(norm(x.to(device=param.device, dtype=param.dtype)))
 
+    final_norm = _final_norm(model)
+
+    def final_norm_gain() -> torch.Tensor | None:
+        return None if final_norm is None else norm_gain(final_norm, d_model)
+
     return ModelWeights(
+        final_norm_gain=final_norm_gain,
         W_E=W_E,
         W_U=W_U,
         W_V=W_V,
@@ -191,3 +210,31 @@ def weights_from_hf(model: nn.Module, *, n_heads: int, n_kv_heads: int, d_head: 
         n_kv_heads=n_kv_heads,
         layout=family,
     )
+
+
+def _final_norm(model: nn.Module) -> nn.Module | None:
+    """The norm applied before the unembedding, by the usual HF attribute paths (None when absent)."""
+    for path in ("model.norm", "model.language_model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
+        node: Any = model
+        try:
+            for part in path.split("."):
+                node = getattr(node, part)
+        except AttributeError:
+            continue
+        if isinstance(node, nn.Module):
+            return node
+    return None
+
+
+def norm_gain(norm: nn.Module, d_model: int) -> torch.Tensor:
+    """A norm's per-channel gain: LayerNorm's weight; for RMS norms read off the module itself (Gemma adds 1 to
+    its weight) as norm(c * e_i)_i / sqrt(d_model), with c large enough that eps does not matter."""
+    if isinstance(norm, nn.LayerNorm):
+        return norm.weight.detach().float() if norm.weight is not None else torch.ones(d_model)
+    param = next(norm.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    with torch.inference_mode():
+        probe = torch.eye(d_model, device=device, dtype=torch.float32) * 1e3
+        out = norm(probe.to(dtype)).float()
+    return out.diagonal().cpu() / d_model**0.5

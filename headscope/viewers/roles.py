@@ -36,6 +36,10 @@ ROLES: tuple[Role, ...] = (
     Role("lookback", ("lookback_weight",), top_k=5, source="top 5 |detector weight|"),
     Role("function-vector", ("fv_aie",), top_k=10, source="Todd et al. 2024: top 10 heads by AIE (|A| = 10)"),
     Role("truthfulness", ("truth_probe_acc",), top_k=10, source="Li et al. 2023: top heads by probe accuracy (ITI keeps 48)"),
+    Role("positional", ("is_positional",), threshold=0.5, source="Voita et al. 2019: one offset takes >= 90% of argmaxes"),
+    Role("successor", ("successor_score",), threshold=0.4, source="Gould et al. 2024 (circuits-over-time): score > 0.4"),
+    Role("copy-suppression", ("copy_suppression_ov_bottom5",), threshold=0.5,
+         source="McDougall et al. 2023 OV bottom-5% share > 0.5 (ours: 10x a random map; GPT-2 L10H7 scores 0.99)"),
 )
 
 
