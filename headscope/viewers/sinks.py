@@ -58,12 +58,13 @@ def head_map(atlas: Atlas | str | Path, metric: str = "sink_score", *, model: st
 def massive_activation_curve(atlas: Atlas | str | Path, *, model: str | None = None) -> go.Figure:
     """Per layer: top |activation| of the residual stream over its median (Sun et al.), log scale, and how often the
     top-norm position is the first token."""
-    _, levels, name = _rows(atlas, model)
-    massive = levels[levels["metric"].str.startswith("massive_")]
+    atlas = read_atlas(atlas) if isinstance(atlas, (str, Path)) else atlas
+    _, _, name = _rows(atlas, model)
+    per_layer = atlas.layer_metrics(model)  # the layer column (older atlases: read from `massive_ratio.L<n>` names)
+    massive = per_layer[(per_layer["analyzer"] == ANALYZER) & per_layer["metric"].str.startswith("massive_")]
     if massive.empty:
         raise HeadscopeError("this atlas has no massive-activation rows: rescan with the current sinks analyzer")
-    parts = massive["metric"].str.rsplit(".L", n=1, expand=True)
-    table = massive.assign(kind=parts[0], layer=parts[1].astype(int)).pivot(index="layer", columns="kind", values="value")
+    table = massive.pivot_table(index="layer", columns="metric", values="value", aggfunc="first").sort_index()
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=table.index, y=table["massive_ratio"], mode="lines+markers", name="max |h| / median |h|"))
     fig.add_trace(go.Scatter(x=table.index, y=table["massive_top_is_first"], mode="lines+markers", yaxis="y2",
