@@ -68,6 +68,7 @@ class SinkAnalyzer(StreamingAnalyzer):
 
     name = "sinks"
     Params = SinkParams
+    accepts_prompts = True  # Gu et al. measure natural text: any texts will do
     metrics = (
         "sink_score",
         "sink_score_std",
