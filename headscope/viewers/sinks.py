@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from headscope.atlas import Atlas, read_atlas
+from headscope.atlas.tokens import readable_token
 from headscope.errors import HeadscopeError
 
 ANALYZER = "sinks"
@@ -77,10 +78,12 @@ def massive_activation_curve(atlas: Atlas | str | Path, *, model: str | None = N
 
 
 def hidden_sink_tokens(atlas: Atlas | str | Path, *, model: str | None = None) -> pd.DataFrame:
-    """The hidden-sink tokens the atlas kept: token string and share of all hidden-sink detections."""
+    """The hidden-sink tokens the atlas kept: token as readable text (`Ġthe` -> ' the') and share of all
+    hidden-sink detections."""
     _, levels, _ = _rows(atlas, model)
     tokens = levels[levels["metric"].str.startswith("hidden_sink_token[")]
-    out = pd.DataFrame({"token": tokens["metric"].str[len("hidden_sink_token["):-1], "share": tokens["value"]})
+    names = [readable_token(name) for name in tokens["metric"].str[len("hidden_sink_token["):-1]]
+    out = pd.DataFrame({"token": names, "share": tokens["value"].to_numpy()})
     return out.sort_values("share", ascending=False).reset_index(drop=True)
 
 

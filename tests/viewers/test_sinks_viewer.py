@@ -41,7 +41,7 @@ def test_figures_show_the_atlas_values(tmp_path):
     frame.loc[older, "layer"] = -1
     assert list(massive_activation_curve(Atlas(frame)).data[0].y) == [1.0, 10.0, 100.0]
     tokens = hidden_sink_tokens(atlas)
-    assert tokens["token"].tolist() == [".", "Ġthe"]
+    assert tokens["token"].tolist() == [".", " the"]  # readable text, not raw BPE
     html = save_html(curve, tmp_path / "curve.html").read_text()
     assert "plotly" in html.lower() and len(html) > 1_000_000  # plotly.js inlined
 
