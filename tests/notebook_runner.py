@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,8 @@ def run_notebook(name: str, workdir: Path, *, timeout: int = 600, parameters: di
             cell.outputs, cell.execution_count = [], None
     if parameters is not None:
         inject_parameters(notebook, parameters)
-    env_before = os.environ.get("HEADSCOPE_NOTEBOOK_DIR")
-    os.environ["HEADSCOPE_NOTEBOOK_DIR"] = str(workdir)
-    try:
-        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
-        client.execute()
-    finally:
-        if env_before is None:
-            os.environ.pop("HEADSCOPE_NOTEBOOK_DIR", None)
-        else:
-            os.environ["HEADSCOPE_NOTEBOOK_DIR"] = env_before
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    client.execute()  # the kernel's current directory is `workdir`: notebooks write their files there
     return notebook
 
 
