@@ -11,6 +11,7 @@ Typical use::
 
 from typing import Any
 
+import headscope.progress  # noqa: F401  (first import of tqdm.auto, without its notebook warning)
 from headscope._version import __version__
 from headscope.atlas import Atlas, read_atlas
 from headscope.errors import HeadscopeError

@@ -72,6 +72,9 @@ def scan(
     ),
     ray_workers: Optional[int] = typer.Option(None, help="Ray workers (default: one per CPU, or per GPU with --device cuda)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="your own texts instead of the built-in probes "
+                                           "(sinks, previous-token, duplicate-token): .txt one per line, .jsonl or .parquet"),
+    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="the text field of a .jsonl/.parquet --prompts file (default: text)"),
 ) -> None:
     """Scan MODEL with the chosen analyzers and write a head atlas."""
     from headscope.scanning import parse_lengths, parse_param_overrides
@@ -79,6 +82,13 @@ def scan(
     from headscope.summary import print_summary
 
     before = _side_outputs(out)
+    texts = None
+    if prompts is not None:
+        from headscope.probes.user_texts import read_prompt_file
+
+        texts = read_prompt_file(prompts, column=prompt_column)
+    elif prompt_column is not None:
+        raise HeadscopeError("--prompt-column names the text field of --prompts: pass --prompts FILE too")
     try:
         atlas = run_scan(
             model,
@@ -100,6 +110,7 @@ def scan(
             ray_workers=ray_workers,
             progress=not quiet,
             context_lengths=parse_lengths(context_lengths) if context_lengths else None,
+            prompts=texts,
         )
     except KeyboardInterrupt:
         raise Interrupted(_what_was_kept(out)) from None

@@ -27,7 +27,7 @@ def planted(path: Path) -> Path:
     score = {(l, h): 0.01 * (l + h) for l, h in heads} | {(7, 2): 0.97, (3, 1): 0.88, (9, 0): 0.75}
     entropy = {(l, h): 0.5 for l, h in heads} | {(5, 3): 0.01, (2, 2): 0.02}
     flag = {(l, h): float((l, h) in {(1, 1), (6, 0)}) for l, h in heads}
-    levels = [V(-1, -1, f"massive_ratio.L{layer}", 2.0 ** layer) for layer in range(12)]
+    levels = [V(layer, -1, "massive_ratio", 2.0 ** layer) for layer in range(12)]
     levels += [V(-1, -1, "hidden_sink_token[Ġthe]", 0.4), V(-1, -1, "hidden_sink_token[Ċ]", 0.3)]
     levels += [V(-1, -1, f"count_{i}", float(i)) for i in range(11)]
     frames = [rows_frame([V(l, h, m, values[(l, h)]) for l, h in heads], provenance=PROV, analyzer=a, probe_suite="s",

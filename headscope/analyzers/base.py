@@ -36,6 +36,7 @@ class ScanContext:
     batch_size: int = 8
     padding_side: PaddingSide = "right"
     progress: bool = False  # analyzers that drive the model themselves may show a progress bar
+    prompts: tuple[str, ...] | None = None  # the user's own texts (only for analyzers with accepts_prompts)
 
     @property
     def pad_token_id(self) -> int:
@@ -67,6 +68,9 @@ class Analyzer(ABC):
     description: ClassVar[str] = ""
     # one-line meaning and direction per declared pattern (keys are patterns of `metrics`); shown by the viewers
     metric_docs: ClassVar[Mapping[str, MetricDoc]] = {}
+    # True where the definition holds on any text, so a user's prompts may replace the built-in suite
+    # (`headscope.scan(..., prompts=...)`; the scanner tokenises them, see headscope/probes/user_texts.py)
+    accepts_prompts: ClassVar[bool] = False
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()

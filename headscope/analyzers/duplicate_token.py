@@ -12,6 +12,7 @@ class DuplicateTokenAnalyzer(PatternHeadAnalyzer):
     """TransformerLens `get_duplicate_token_head_detection_pattern` (diagonal excluded), batched."""
 
     name = "duplicate-token"
+    accepts_prompts = True  # TransformerLens' detect_head scores any prompt
     metrics = ("duplicate_token_score", "duplicate_token_score_std")
     description = "share of attention on earlier copies of the current token"
     metric_docs = {

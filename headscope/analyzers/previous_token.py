@@ -12,6 +12,7 @@ class PreviousTokenAnalyzer(PatternHeadAnalyzer):
     """TransformerLens `get_previous_token_head_detection_pattern`, batched and padding-aware."""
 
     name = "previous-token"
+    accepts_prompts = True  # TransformerLens' detect_head scores any prompt
     metrics = ("previous_token_score", "previous_token_score_std")
     description = "share of attention on the previous token"
     metric_docs = {

@@ -112,6 +112,7 @@ class SinkAnalyzer(StreamingAnalyzer):
 
     name = "sinks"
     Params = SinkParams
+    accepts_prompts = True  # Gu et al. measure natural text: any texts will do
     metrics = (
         "sink_score",
         "sink_score_std",
@@ -124,15 +125,15 @@ class SinkAnalyzer(StreamingAnalyzer):
         "output_norm_rel",
         "dormant_score",
         "is_dormant",
-        "sink_heads",  # model-level rows from here on
+        "sink_heads",  # model-level rows from here on (massive_*: one per layer, layer column set, head -1)
         "n_sequences",
         "hidden_sink_token[{token}]",
-        "massive_max_abs.L{layer}",
-        "massive_ratio.L{layer}",
-        "massive_norm_ratio.L{layer}",
-        "massive_top_is_first.L{layer}",
-        "massive_outliers.L{layer}",
-        "massive_outliers_on_sinks.L{layer}",
+        "massive_max_abs",
+        "massive_ratio",
+        "massive_norm_ratio",
+        "massive_top_is_first",
+        "massive_outliers",
+        "massive_outliers_on_sinks",
     )
     description = "attention parked on the first token (Gu et al.), hidden sinks (ACT), dormant heads, massive activations"
     metric_docs = {
@@ -151,12 +152,12 @@ class SinkAnalyzer(StreamingAnalyzer):
         "sink_heads": MetricDoc("heads with sink_rate above 0.5"),
         "n_sequences": MetricDoc("probe sequences measured", "neither"),
         "hidden_sink_token[{token}]": MetricDoc("share of hidden-sink detections falling on this token", "neither"),
-        "massive_max_abs.L{layer}": MetricDoc("largest |activation| of the residual stream entering the layer"),
-        "massive_ratio.L{layer}": MetricDoc("largest |activation| over the median |activation| (Sun et al.)"),
-        "massive_norm_ratio.L{layer}": MetricDoc("largest position norm over the median position norm"),
-        "massive_top_is_first.L{layer}": MetricDoc("share of sequences whose largest-norm position is the first token"),
-        "massive_outliers.L{layer}": MetricDoc("positions above massive_factor x the median norm", "neither"),
-        "massive_outliers_on_sinks.L{layer}": MetricDoc("share of those outlier positions that are sink positions"),
+        "massive_max_abs": MetricDoc("largest |activation| of the residual stream entering the layer"),
+        "massive_ratio": MetricDoc("largest |activation| over the median |activation| (Sun et al.)"),
+        "massive_norm_ratio": MetricDoc("largest position norm over the median position norm"),
+        "massive_top_is_first": MetricDoc("share of sequences whose largest-norm position is the first token"),
+        "massive_outliers": MetricDoc("positions above massive_factor x the median norm", "neither"),
+        "massive_outliers_on_sinks": MetricDoc("share of those outlier positions that are sink positions"),
     }
 
     @property
@@ -305,7 +306,7 @@ class SinkAnalyzer(StreamingAnalyzer):
             for key, values in record.items():
                 tensor = torch.tensor(values, dtype=torch.float64)
                 value = float(tensor.nanmean()) if not torch.isnan(tensor).all() else float("nan")
-                rows.append(HeadValue(-1, -1, f"{key}.L{layer}", value, len(values)))
+                rows.append(HeadValue(layer, -1, key, value, len(values)))  # per-layer model-level row
         return rows
 
     def _token_rows(self, total: int) -> list[HeadValue]:

@@ -120,21 +120,23 @@ class Atlas:
         Args:
             model: which model (needed when the atlas holds several).
         Returns:
-            the atlas's rows with every column, layer >= 0.
+            the atlas's rows with every column, layer >= 0 and head >= 0.
         """
         frame = self._select(model)
-        return frame[frame["layer"] >= 0]
+        return frame[(frame["layer"] >= 0) & (frame["head"] >= 0)]
 
     def model_metrics(self, model: str | None = None) -> pd.DataFrame:
-        """Model-level rows (layer == head == -1): baselines, detector scores, sample counts.
+        """Model-level rows (head == -1): baselines, detector scores, sample counts, and per-layer numbers.
 
         Args:
             model: which model (needed when the atlas holds several).
         Returns:
-            rows (model, analyzer, metric, value, n_samples); `layer_metrics` and `scalar_metrics` split them.
+            rows (model, analyzer, metric, layer, value, n_samples), layer -1 where a number is not per layer;
+            `layer_metrics` and `scalar_metrics` split them.
         """
         frame = self._select(model)
-        return frame[frame["layer"] == -1][["model", "analyzer", "metric", "value", "n_samples"]].reset_index(drop=True)
+        columns = ["model", "analyzer", "metric", "layer", "value", "n_samples"]
+        return frame[frame["head"] < 0][columns].reset_index(drop=True)
 
     def layer_metrics(self, model: str | None = None) -> pd.DataFrame:
         """Model-level numbers measured once per layer, with the layer in the `layer` column.

@@ -91,8 +91,10 @@ def _check_values(frame: pd.DataFrame, source: Path) -> None:
     if frame[required].isna().any().any():
         raise HeadscopeError(f"'{source}' has empty provenance cells: the atlas was altered; re-run the scan")
     model_level = (frame["layer"] == -1) & (frame["head"] == -1)
+    per_layer = (frame["head"] == -1) & (frame["layer"] >= 0)  # a model-level number measured per layer
     bad = ~model_level & (
-        (frame["layer"] < 0) | (frame["head"] < 0) | (frame["layer"] >= frame["n_layers"]) | (frame["head"] >= frame["n_heads"])
+        (frame["layer"] < 0) | ((frame["head"] < 0) & ~per_layer) | (frame["layer"] >= frame["n_layers"])
+        | (frame["head"] >= frame["n_heads"])
     )
     if bad.any():
         raise HeadscopeError(f"'{source}' has {int(bad.sum())} rows with impossible layer/head indices: the atlas was altered")

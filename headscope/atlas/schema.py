@@ -34,7 +34,9 @@ COLUMNS = tuple(SCHEMA.names)
 
 # Rows with layer == head == -1 (kv_head -1) hold model-level numbers of an analyzer: a baseline accuracy,
 # a detector's AUROC, how many samples passed a filter. `Atlas.to_frame()` leaves them out;
-# `Atlas.model_metrics()` shows them.
+# `Atlas.model_metrics()` shows them. Rows with layer >= 0 and head == -1 are model-level numbers measured per
+# layer (e.g. sinks' massive_ratio entering layer L): `Atlas.layer_metrics()`. Atlases written before this kept
+# the layer in the metric name (`massive_ratio.L12`, layer -1); `layer_metrics()` still reads them.
 MODEL_LEVEL = -1
 
 # A row is identified by these; two rows with the same key and different values are a conflict.

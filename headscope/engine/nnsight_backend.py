@@ -117,6 +117,7 @@ class NNsightBackend:
         dtype: torch.dtype = torch.float32,
         remote: bool = False,
         attn_implementation: str = "eager",
+        loaded: Any = None,  # an nnsight LanguageModel the user already holds (headscope.engine.adopt): used as is
     ) -> None:
         try:
             from nnsight import TransformersModel
@@ -138,7 +139,7 @@ class NNsightBackend:
             kwargs["revision"] = revision  # the hub revision NDIF should run
         try:
             with quiet_loading():
-                self.model = TransformersModel(str(path), dispatch=not remote, **kwargs)
+                self.model = loaded if loaded is not None else TransformersModel(str(path), dispatch=not remote, **kwargs)
         except (ValueError, OSError, KeyError) as err:
             raise HeadscopeError(
                 f"nnsight cannot load the model at {path} ({str(err).splitlines()[0][:160]}): "

@@ -47,6 +47,7 @@ class TransformerLensBackend:
         revision: str,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        loaded: Any = None,  # a TransformerBridge the user already booted (headscope.engine.adopt): used as is
     ) -> None:
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -56,7 +57,7 @@ class TransformerLensBackend:
         self.device = torch.device(device)
         try:
             with quiet_loading():
-                self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
+                self.bridge = loaded if loaded is not None else TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
         except (ValueError, NotImplementedError, KeyError) as err:
             raise HeadscopeError(
                 f"TransformerLens cannot adapt the model at {path} ({str(err).splitlines()[0][:160]}): "

@@ -102,11 +102,13 @@ class LocalExecutor:
 
 
 def execute_scan(backend: Backend, analyzers: Sequence[Analyzer], settings: RunSettings, *, progress: bool = True,
-            cache: PartCache | None = None, executor: Executor | None = None, exemplars: bool = True) -> ScanResult:
+            cache: PartCache | None = None, executor: Executor | None = None, exemplars: bool = True,
+            prompts: tuple[str, ...] | None = None) -> ScanResult:
     """Plan, run what the cache lacks, merge, and return the atlas with the side outputs (and, with `exemplars`,
     every head's pattern on two short texts: `headscope.atlas.exemplars`)."""
     torch.manual_seed(0)
     ctx = settings.context(backend, progress=progress)
+    ctx.prompts = prompts  # the user's texts: analyzers that accept them run on these instead of their probes
     groups = plan_scan(analyzers, ctx, settings.shard_size)
     if not groups:
         raise HeadscopeError("no analyzer produced rows: pass at least one analyzer")

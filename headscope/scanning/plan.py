@@ -17,6 +17,7 @@ import torch
 from headscope.analyzers import Analyzer, DrivingAnalyzer, HeadValue, ScanContext, StreamingAnalyzer
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
+from headscope.probes.user_texts import user_text_suite
 
 Mode = Literal["states", "rows"]
 
@@ -94,6 +95,34 @@ class TaskOutput:
     side: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def prompt_suite(analyzer: Analyzer, ctx: ScanContext) -> TokenSuite:
+    """The user's texts in place of `analyzer`'s built-in probes, cut at its `seq_len` (refused where not allowed)."""
+    check_accepts_prompts([analyzer])
+    return user_text_suite(ctx.tokenizer, ctx.prompts or (), seq_len=getattr(analyzer.params, "seq_len", None),
+                           n_ctx=ctx.spec.n_ctx, bos_token_id=ctx.spec.bos_token_id,
+                           prepend_bos=getattr(analyzer.params, "prepend_bos", True))
+
+
+# why an analyzer's own probes cannot be swapped for arbitrary text (the refusal names it)
+PROMPT_REFUSALS = {
+    "induction": "its score needs sequences that repeat: random tokens, twice",
+    "retrieval": "it needs needle-in-a-haystack probes whose needle it knows",
+    "lookback": "it needs grounded questions with known answers",
+    "select-and-copy": "it needs multiple-choice prompts with known answers",
+    "safety": "it needs harmful/harmless request pairs",
+    "maps": "it reads weights and relation data, not prompts",
+}
+
+
+def check_accepts_prompts(analyzers: Sequence[Analyzer]) -> None:
+    """Refuse, before any work, prompts for an analyzer whose definition needs its own probes."""
+    for analyzer in analyzers:
+        if not analyzer.accepts_prompts:
+            why = PROMPT_REFUSALS.get(analyzer.name, "its probes carry what it measures against")
+            raise HeadscopeError(f"analyzer '{analyzer.name}' cannot run on your prompts ({why}): scan it without "
+                                 "--prompts, or pick sinks, previous-token, duplicate-token")
+
+
 def plan_scan(analyzers: Sequence[Analyzer], ctx: ScanContext, shard_size: int) -> list[Group]:
     """Build each analyzer's suite once, group and cut them into tasks."""
     if shard_size < 1:
@@ -101,7 +130,9 @@ def plan_scan(analyzers: Sequence[Analyzer], ctx: ScanContext, shard_size: int) 
     streaming: dict[tuple[str, str], Group] = {}
     driving: list[Group] = []
     for analyzer in analyzers:
-        suite = analyzer.build_suite(ctx)
+        suite = analyzer.build_suite(ctx)  # also where an analyzer checks its parameters against the model
+        if ctx.prompts is not None:
+            suite = prompt_suite(analyzer, ctx)
         if len(suite) == 0:
             raise HeadscopeError(f"analyzer '{analyzer.name}' built an empty probe suite: check its parameters")
         if isinstance(analyzer, DrivingAnalyzer):

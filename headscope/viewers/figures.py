@@ -174,8 +174,9 @@ def model_level_table(atlas: Atlas, model: str | None = None) -> go.Figure | Non
     rows = atlas.model_metrics(model)
     if rows.empty:
         return None
+    names = [f"{m} L{layer}" if layer >= 0 else m for m, layer in zip(rows["metric"], rows["layer"])]  # per-layer rows
     figure = go.Figure(go.Table(header={"values": ["analyzer", "metric", "value", "n_samples"]},
-                                cells={"values": [rows["analyzer"], rows["metric"], [f"{v:.4g}" for v in rows["value"]], rows["n_samples"]]}))
+                                cells={"values": [rows["analyzer"], names, [f"{v:.4g}" for v in rows["value"]], rows["n_samples"]]}))
     figure.update_layout(title="model-level results", height=120 + 28 * len(rows))
     return figure
 

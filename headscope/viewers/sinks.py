@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from headscope.atlas import Atlas, read_atlas
+from headscope.atlas.tokens import readable_token
 from headscope.errors import HeadscopeError
 
 ANALYZER = "sinks"
@@ -58,12 +59,13 @@ def head_map(atlas: Atlas | str | Path, metric: str = "sink_score", *, model: st
 def massive_activation_curve(atlas: Atlas | str | Path, *, model: str | None = None) -> go.Figure:
     """Per layer: top |activation| of the residual stream over its median (Sun et al.), log scale, and how often the
     top-norm position is the first token."""
-    _, levels, name = _rows(atlas, model)
-    massive = levels[levels["metric"].str.startswith("massive_")]
+    atlas = read_atlas(atlas) if isinstance(atlas, (str, Path)) else atlas
+    _, _, name = _rows(atlas, model)
+    per_layer = atlas.layer_metrics(model)  # the layer column (older atlases: read from `massive_ratio.L<n>` names)
+    massive = per_layer[(per_layer["analyzer"] == ANALYZER) & per_layer["metric"].str.startswith("massive_")]
     if massive.empty:
         raise HeadscopeError("this atlas has no massive-activation rows: rescan with the current sinks analyzer")
-    parts = massive["metric"].str.rsplit(".L", n=1, expand=True)
-    table = massive.assign(kind=parts[0], layer=parts[1].astype(int)).pivot(index="layer", columns="kind", values="value")
+    table = massive.pivot_table(index="layer", columns="metric", values="value", aggfunc="first").sort_index()
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=table.index, y=table["massive_ratio"], mode="lines+markers", name="max |h| / median |h|"))
     fig.add_trace(go.Scatter(x=table.index, y=table["massive_top_is_first"], mode="lines+markers", yaxis="y2",
@@ -76,10 +78,12 @@ def massive_activation_curve(atlas: Atlas | str | Path, *, model: str | None = N
 
 
 def hidden_sink_tokens(atlas: Atlas | str | Path, *, model: str | None = None) -> pd.DataFrame:
-    """The hidden-sink tokens the atlas kept: token string and share of all hidden-sink detections."""
+    """The hidden-sink tokens the atlas kept: token as readable text (`Ġthe` -> ' the') and share of all
+    hidden-sink detections."""
     _, levels, _ = _rows(atlas, model)
     tokens = levels[levels["metric"].str.startswith("hidden_sink_token[")]
-    out = pd.DataFrame({"token": tokens["metric"].str[len("hidden_sink_token["):-1], "share": tokens["value"]})
+    names = [readable_token(name) for name in tokens["metric"].str[len("hidden_sink_token["):-1]]
+    out = pd.DataFrame({"token": names, "share": tokens["value"].to_numpy()})
     return out.sort_values("share", ascending=False).reset_index(drop=True)
 
 

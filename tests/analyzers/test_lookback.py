@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -245,11 +244,7 @@ def test_smollm2_answers_and_ratios(smollm2_backend):
 def test_notebook_runs(tmp_path, tiny_llama_dir):
     from notebook_runner import cell_outputs, run_notebook
 
-    os.environ["HEADSCOPE_LOOKBACK_MODEL"] = str(tiny_llama_dir)
-    try:
-        notebook = run_notebook("lookback_lens.ipynb", tmp_path)
-    finally:
-        os.environ.pop("HEADSCOPE_LOOKBACK_MODEL", None)
+    notebook = run_notebook("lookback_lens.ipynb", tmp_path, parameters={"MODEL": str(tiny_llama_dir)})
     assert "lookback_ratio" in cell_outputs(notebook)
 
 

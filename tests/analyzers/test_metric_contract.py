@@ -29,7 +29,7 @@ from headscope.viewers.roles import ROLES
 
 ALL_DECLARED = [pattern for cls in ANALYZERS.values() for pattern in cls.metrics]
 # metric names the viewers read by name (headscope/viewers/sinks.py and maps.py), beside the roles' table
-VIEWER_METRICS = ["sink_score", "sink_rate", "massive_ratio.L3", "massive_top_is_first.L3", "hidden_sink_token[Ġthe]",
+VIEWER_METRICS = ["sink_score", "sink_rate", "massive_ratio", "massive_top_is_first", "hidden_sink_token[Ġthe]",
                   "maps_copying", "maps_copying_suppression"]
 
 

@@ -239,12 +239,13 @@ def test_smollm2_newline_tokens(smollm2_backend):
 
 
 def test_notebook_runs(tmp_path):
-    from notebook_runner import cell_outputs, run_notebook
+    from notebook_runner import cell_outputs, figure_count, run_notebook
 
-    notebook = run_notebook("select_and_copy.ipynb", tmp_path)
+    notebook = run_notebook("select_and_copy.ipynb", tmp_path, parameters={"N_ITEMS": 4})
     text = cell_outputs(notebook)
     assert "baseline (letter logits) accuracy" in text and "best QK head" in text
-    assert "(30, 9)" in text and "chat_template: True" in text
+    assert "accuracies agree on every head: True" in text and "chat_template: True" in text
+    assert figure_count(notebook) == 1
 
 
 def _cli(args: list[str]) -> int:

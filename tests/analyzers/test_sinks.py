@@ -179,15 +179,19 @@ def test_analyzer_matches_gu_reference_and_padding_invariant(planted_dir, plante
 def test_massive_activation_rows_match_hidden_states(planted_dir, planted_backend):
     sequences = random_sequences(2, [20])
     atlas, _ = run_fixed(planted_backend, sequences)
-    metrics = atlas.model_metrics().set_index("metric")["value"]
+    per_layer = atlas.model_metrics().query("layer >= 0")  # one row per layer, layer column set, head -1
+    assert set(per_layer["metric"]) == {"massive_max_abs", "massive_ratio", "massive_norm_ratio", "massive_top_is_first",
+                                        "massive_outliers", "massive_outliers_on_sinks"}
+    assert not atlas.head_rows()["metric"].str.startswith("massive_").any()
+    metrics = per_layer.set_index(["metric", "layer"])["value"]
     _, hidden = eager_attentions(planted_dir, pad_sequences(sequences, 0))
     for layer in range(2):
         h = hidden[layer]  # residual stream entering `layer`
         max_abs = h.abs().amax(dim=(1, 2)).mean()
         norms = h.norm(dim=-1)
         ratio = (norms.amax(-1) / norms.median(-1).values).mean()
-        assert metrics[f"massive_max_abs.L{layer}"] == pytest.approx(float(max_abs), rel=1e-4)
-        assert metrics[f"massive_norm_ratio.L{layer}"] == pytest.approx(float(ratio), rel=1e-4)
+        assert metrics[("massive_max_abs", layer)] == pytest.approx(float(max_abs), rel=1e-4)
+        assert metrics[("massive_norm_ratio", layer)] == pytest.approx(float(ratio), rel=1e-4)
 
 
 def test_bad_inputs_are_one_line_errors(tiny_llama_backend):
@@ -243,16 +247,17 @@ def test_smollm2_streaming_equals_patterns_and_known_sinks(smollm2_backend):
     rows = {(r.layer, r.head, r.metric): r.value for r in analyzer.results()}
     layer_score = [sum(rows[(layer, h, "sink_score")] for h in range(9)) / 9 for layer in range(30)]
     assert layer_score[0] < 0.1 and sum(layer_score[20:]) / 10 > 0.4  # sinks appear past the first layers
-    assert rows[(-1, -1, "massive_top_is_first.L15")] == 1.0 and rows[(-1, -1, "massive_ratio.L15")] > 1000
+    assert rows[(15, -1, "massive_top_is_first")] == 1.0 and rows[(15, -1, "massive_ratio")] > 1000
 
 
 def test_notebook_runs(tmp_path):
-    from notebook_runner import cell_outputs, run_notebook
+    from notebook_runner import cell_outputs, figure_count, run_notebook
 
-    notebook = run_notebook("attention_sinks.ipynb", tmp_path)
+    notebook = run_notebook("attention_sinks.ipynb", tmp_path, parameters={"N_SAMPLES": 2, "SEQ_LEN": 40})
     text = cell_outputs(notebook)
-    assert "sink rate" in text and "layers without sinks" in text
-    assert (tmp_path / "sinks_atlas.parquet").exists() and (tmp_path / "sink_rate.html").exists()
+    assert "sink rate" in text and "layers without sinks" in text and "user-prompts:" in text
+    assert (tmp_path / "sinks_atlas.parquet").exists()
+    assert figure_count(notebook) == 3  # sink-rate curve, head map, massive activations
 
 
 def test_cli_scan_sinks(tiny_llama_dir, tmp_path):

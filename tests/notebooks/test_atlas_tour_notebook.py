@@ -1,9 +1,11 @@
-"""The atlas tour notebook runs top to bottom and writes its report."""
+"""The atlas tour notebook runs top to bottom and writes its report (small sizes injected in its parameters cell)."""
 
-from notebook_runner import cell_outputs, run_notebook
+from notebook_runner import cell_outputs, figure_count, run_notebook, warnings_text
 
 
 def test_atlas_tour_runs(tmp_path):
-    notebook = run_notebook("atlas_tour.ipynb", tmp_path)
+    notebook = run_notebook("atlas_tour.ipynb", tmp_path, parameters={"N_SAMPLES": 2})
     assert (tmp_path / "tour.html").stat().st_size > 1_000_000  # plotly.js is inside
-    assert "tour.html" in cell_outputs(notebook)
+    text = cell_outputs(notebook)
+    assert "tour.html" in text and "induction" in text
+    assert figure_count(notebook) >= 6 and "TqdmWarning" not in warnings_text(notebook)

@@ -7,7 +7,7 @@ from notebook_runner import cell_outputs, run_notebook
 
 
 @pytest.mark.slow
-def test_safety_heads_notebook(tmp_path, monkeypatch):
+def test_safety_heads_notebook(tmp_path):
     from headscope.models import resolve_model
     from headscope.models.refusal_tuning import TuningRecipe, tune_for_refusal
     from headscope.probes.safety import load_safety_requests
@@ -17,10 +17,8 @@ def test_safety_heads_notebook(tmp_path, monkeypatch):
     train, _ = load_safety_requests(split="train")
     recipe = TuningRecipe(steps=4, batch_size=8, learning_rate=1e-4)
     tuned = tune_for_refusal(base, tmp_path / "tuned", [(r.request, r.response) for r in train], recipe, progress=False)
-    monkeypatch.setenv("HEADSCOPE_SAFETY_MODEL", str(tuned.path))
-    monkeypatch.setenv("HEADSCOPE_SAFETY_N", "2")
-    monkeypatch.setenv("HEADSCOPE_SAFETY_CHECK_N", "2")
-    notebook = run_notebook("safety_heads.ipynb", tmp_path, timeout=900)
+    notebook = run_notebook("safety_heads.ipynb", tmp_path, timeout=900,
+                            parameters={"TUNED": str(tuned.path), "N_PROMPTS": 2, "N_CHECK": 2})
     text = cell_outputs(notebook)
     assert "refuses" in text and "answers" in text
     assert "Sahara head: [(" in text

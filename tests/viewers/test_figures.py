@@ -62,6 +62,24 @@ def test_roles_follow_the_thresholds_and_skip_absent_metrics():
     assert {t.name: (list(t.x), list(t.y)) for t in summary.data} == {"previous-token (1)": ([0], [1]), "induction (1)": ([3], [2])}
 
 
+def _sink_atlas(scores: list[float]) -> Atlas:
+    prov = Provenance("m", "r", "float32", "transformer-lens", 1, len(scores), 1, "0.1.0")
+    return Atlas(rows_frame([V(0, h, "sink_score", v) for h, v in enumerate(scores)], provenance=prov,
+                            analyzer="sinks", probe_suite="s", probe_hash="h", params="{}"))
+
+
+def test_sink_role_marks_heads_beyond_the_models_typical_head():
+    # 8 of 12 heads pass Gu et al.'s epsilon 0.3: only those above the model's 75th percentile (0.825) are "sink"
+    common = [0.1, 0.2, 0.25, 0.28, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 0.99]
+    table = role_table(_sink_atlas(common))
+    assert sorted(table.loc[table["role"] == "sink", "head"]) == [9, 10, 11]
+    assert "75th-percentile" in table["rule"].iloc[0]
+    # where sinks are rare, epsilon decides: the quantile (0.2) lies below it
+    rare = [0.0, 0.05, 0.1, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2, 0.2, 0.35, 0.9]
+    table = role_table(_sink_atlas(rare))
+    assert sorted(table.loc[table["role"] == "sink", "head"]) == [10, 11]
+
+
 def test_head_card_ranks_every_metric():
     card = head_card(synthetic(), 2, 3)
     cells = card.data[0].cells.values
