@@ -94,7 +94,6 @@ KIND_READS: dict[str, tuple[str, int]] = {
     "q_proj": ("projection_output", 0),  # [batch, pos, head * d_head]: split to the table's layout
     "k_proj": ("projection_output", 1),
 }
-PROJECTION_KINDS = frozenset({"q_proj", "k_proj"})
 # Per-key kinds: while decoding, the attention call sees the whole cache; only this step's positions are handed over.
 PER_KEY_KINDS = frozenset({"k", "k_raw", "v", "k_proj"})
 
@@ -102,7 +101,7 @@ PER_KEY_KINDS = frozenset({"k", "k_raw", "v", "k_proj"})
 def read_plan(kinds: Sequence[str], has_rotary: bool, has_projections: bool = False) -> list[tuple[str, str, int]]:
     """(kind, site, index) for each kind, in execution order. Without a rotary call, the raw q/k are the
     attention call's q/k (nothing rotates them). Without separate q/k projections (fused qkv: GPT-2,
-    GPT-NeoX, Phi-3; none of them has a q/k norm, which `_attention_site` checks), the projected q/k are the raw q/k."""
+    GPT-NeoX, Phi-3; none of them has a q/k norm), the projected q/k are the raw q/k."""
     plan = []
     for kind in kinds:
         site, index = KIND_READS[kind]
@@ -620,17 +619,11 @@ def _attention_site(model: Any, layer_path: str) -> LayerSites | None:
 
 
 def _projection_calls(module: torch.nn.Module, names: Sequence[str]) -> tuple[str, str] | None:
-    """The q/k projection calls of an attention forward, or None for a fused qkv projection, whose q/k reach the
-    rotary unnormalised (the raw q/k are then the projected ones). A q/k norm without separate projections
-    would make that false: refused in one line."""
-    calls = (PROJECTION_CALLS[0] in names and PROJECTION_CALLS[1] in names)
-    if calls and int(getattr(module, "head_dim", 0) or 0) > 0:
+    """The q/k projection calls of an attention forward, or None for a fused qkv projection (GPT-2, GPT-NeoX,
+    Phi-3), whose q/k reach the rotary unnormalised, so the raw q/k are the projected ones. (Every q/k-norm family
+    in transformers today, Qwen3, Gemma-3, OLMo-2, Cohere, StableLM, Chameleon, has separate q/k projections.)"""
+    if PROJECTION_CALLS[0] in names and PROJECTION_CALLS[1] in names and int(getattr(module, "head_dim", 0) or 0) > 0:
         return PROJECTION_CALLS
-    if any("q_norm" in n or "k_norm" in n or "q_layernorm" in n for n in names):
-        raise HeadscopeError(
-            f"{type(module).__name__} normalises q/k but has no separate q/k projections the nnsight backend can "
-            "read: use `--backend transformer-lens`"
-        )
     return None
 
 
