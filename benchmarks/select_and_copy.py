@@ -24,9 +24,19 @@ def main(suites: list[str]) -> None:
         print(f"{suite}: {time.perf_counter() - start:.0f} s")
         print(rows[~rows.metric.str.contains("share")][["metric", "value", "n_samples"]].to_string(index=False))
         for shots in analyzer.params.shots:
-            for score in ("qk", "qk_norope", "attn"):
+            for score in ("qk", "qk_rope", "qk_norope", "attn"):
                 top = atlas.top(f"{score}_accuracy_{shots}shot", 5)[["layer", "head", "value"]].values.tolist()
                 print(score, f"{shots}-shot", top)
+            print(f"{shots}-shot qk (paper) vs qk_rope:", score_agreement(atlas, f"qk_accuracy_{shots}shot",
+                                                                      f"qk_rope_accuracy_{shots}shot"))
+
+
+def score_agreement(atlas, first: str, second: str, k: int = 10) -> dict[str, float]:
+    """How far two per-head metrics choose the same heads: top-k overlap and Spearman rank correlation."""
+    wide = atlas.to_frame()
+    a, b = wide[first], wide[second]
+    overlap = len(set(a.nlargest(k).index) & set(b.nlargest(k).index))
+    return {f"top{k}_overlap": overlap / k, "spearman": float(a.rank().corr(b.rank()))}
 
 
 if __name__ == "__main__":

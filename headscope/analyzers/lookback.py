@@ -84,7 +84,7 @@ def lookback_ratios(
 class LookbackParams:
     suite: str = "grounded_qa"  # shipped suite, a folder with data.jsonl, or hub:<squad-like dataset>[:split]
     n_samples: int = 0  # 0: every item of the suite
-    max_new_tokens: int = 32
+    max_new_tokens: int = 32  # official 256; docs/analyzers/lookback.md measures the difference
     chat_template: bool = True  # wrap prompts in the tokenizer's chat template when it has one
     span: str = "predefined"  # "predefined" (whole answer) or "sliding_window"
     window: int = 8

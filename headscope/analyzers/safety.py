@@ -48,7 +48,7 @@ class SafetyParams:
     ablation: str = "scale"  # scale (paper: query x eps), zero or mean (head output z)
     eps: float = 1e-4  # Ships' query scale (official get_ships.py)
     top_k: int = 10  # heads kept per query (official: 10)
-    sahara_steps: int = 3  # size of the greedy Sahara group (0: no Sahara)
+    sahara_steps: int = 1  # size of the greedy Sahara group (official default search_step=1; 0: no Sahara)
     sahara_eps: float = 1e-5  # Sahara's query scale (official attribution.py)
     sahara_candidates: int = 0  # 0: every head at every step (official); k: only the k top Ships heads
     rows_per_pass: int = 64  # ablated copies of one prompt per forward pass (memory ~ rows x prompt length)

@@ -1,20 +1,21 @@
 """Select-and-copy heads: heads whose query at the answer position picks the correct option of an MCQA prompt.
 
 Tulchinskii et al. 2024, "Listening to the Wise Few: Select-and-Copy Attention Heads for Multiple-Choice QA"
-(arXiv 2410.02343). No official code is public; the definition follows the paper's text (details marked
-UNVERIFIED in docs/analyzers/select_and_copy.md):
+(arXiv 2410.02343). The paper's code is not public; the one public code of this line of work (yhn112/QK-resoning,
+`HLE_MCQA_qwen3_14b.ipynb`) reads the QK-score from forward hooks on `q_proj` / `k_proj`: the projections' outputs,
+before any q/k norm and the rotary embedding, as a plain dot product (no 1/sqrt(d) scale). That is the primary
+score here (docs/analyzers/select_and_copy.md says why and what each variant reads):
 
-  QK-score   s_i(l, h) = q_(l,h)[last] . k_(l, kv(h))[t_i] / sqrt(d_head)    (kv(h) = h // group_size, GQA)
-  attention  a_i(l, h) = A_(l,h)[last, t_i]
+  qk         s_i(l, h) = q_proj_(l,h)[last] . k_proj_(l, kv(h))[t_i]          (kv(h) = h // group_size, GQA)
+  qk_rope    the same with q and k as the attention sees them (after q/k norm and rotary), / sqrt(d_head)
+  qk_norope  the same after the q/k norm, before the rotary, / sqrt(d_head) (= qk's argmax without a q/k norm)
+  attn       a_i(l, h) = A_(l,h)[last, t_i]
 
 with `last` the final prompt token (after "Answer:") and t_i the newline token ending option i's line. A head
 predicts argmax_i of its score; its accuracy is the share of items where that is the correct option. Heads are
 ranked on a validation split and the best head's accuracy is reported on the held-out split, next to the model's
-own answer (argmax of the option-letter logits at the last position).
-
-Three scores per head: `qk` (q and k after the rotary embedding, what the attention logits are made of),
-`qk_norope` (before it: the later paper version's variant) and `attn`. With post-rotary q/k, `qk` and `attn`
-share their argmax (softmax is monotonic within a row), so their accuracies coincide; their margins differ.
+own answer (argmax of the option-letter logits at the last position). `qk_rope` and `attn` share their argmax
+(softmax is monotonic within a row), so their accuracies coincide; their margins differ.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 from headscope.probes.mcqa import LETTERS, MCQAItem, build_prompt, load_mcqa
 
-SCORES = ("qk", "qk_norope", "attn")
+SCORES = ("qk", "qk_rope", "qk_norope", "attn")
+# score -> (query kind, key kind, scaled by 1/sqrt(d_head))
+QK_SCORES = {"qk": ("q_proj", "k_proj", False), "qk_rope": ("q", "k", True), "qk_norope": ("q_raw", "k_raw", True)}
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,15 @@ class SelectAndCopyAnalyzer(StreamingAnalyzer):
     )
     description = "MCQA: share of items where the head's QK-score / attention at the answer token picks the right option"
     metric_docs = {
-        "qk_accuracy_{shots}shot": MetricDoc("share of MCQA items where the head's QK score picks the right option"),
-        "qk_norope_accuracy_{shots}shot": MetricDoc("as qk_accuracy, with queries and keys before the rotary embedding"),
+        "qk_accuracy_{shots}shot": MetricDoc("share of MCQA items where the head's QK score (q/k projection outputs, "
+                                             "as the paper's code) picks the right option"),
+        "qk_rope_accuracy_{shots}shot": MetricDoc("as qk_accuracy, with q and k as the attention sees them (after "
+                                                  "q/k norm and rotary): equals attn_accuracy"),
+        "qk_norope_accuracy_{shots}shot": MetricDoc("as qk_accuracy, with q and k after a q/k norm, before the rotary"),
         "attn_accuracy_{shots}shot": MetricDoc("share of MCQA items where the head's attention picks the right option"),
         "baseline_accuracy_{shots}shot": MetricDoc("the model's own MCQA accuracy"),
     }
-    needs = Needs(pattern=True, rows_only=True, q=True, k=True, q_raw=True, k_raw=True, logits=True)
+    needs = Needs(pattern=True, rows_only=True, q=True, k=True, q_raw=True, k_raw=True, q_proj=True, k_proj=True, logits=True)
 
     # -- suite -----------------------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
@@ -145,10 +151,11 @@ class SelectAndCopyAnalyzer(StreamingAnalyzer):
             last = sample["query_positions"][0] + first_real[row]
             options = torch.tensor(sample["options"], device=acts.q.device) + first_real[row]
             key = (sample["shots"], sample["item"])
-            for score, q, k in (("qk", acts.q, acts.k), ("qk_norope", acts.q_raw, acts.k_raw)):
-                q_last = q[row, :, last]  # [head, d_head]
-                k_options = k[row][kv_of_head][:, options]  # [head, option, d_head]
-                self._store(score, key, acts.layer, torch.einsum("hd,hod->ho", q_last, k_options) * scale)
+            for score, (q_kind, k_kind, scaled) in QK_SCORES.items():
+                q_last = getattr(acts, q_kind)[row, :, last]  # [head, d_head]
+                k_options = getattr(acts, k_kind)[row][kv_of_head][:, options]  # [head, option, d_head]
+                values = torch.einsum("hd,hod->ho", q_last, k_options)
+                self._store(score, key, acts.layer, values * scale if scaled else values)
             pattern_row = acts.pattern[row, :, 0]  # [head, key]: the engine kept only the last row
             self._store("attn", key, acts.layer, pattern_row[:, options])
 

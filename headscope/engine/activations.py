@@ -29,6 +29,10 @@ TENSOR_KINDS: tuple[TensorKind, ...] = (
     TensorKind("v", "[batch, kv_head, pos, d_head]", True, "values"),
     TensorKind("z", "[batch, head, pos, d_head]", True, "per-head output, the input of the output projection"),
     TensorKind("resid_pre", "[batch, pos, d_model]", False, "residual stream entering the layer"),
+    TensorKind("q_proj", "[batch, head, pos, d_head]", True,
+               "queries as the q projection outputs them: before any q norm and the rotary embedding"),
+    TensorKind("k_proj", "[batch, kv_head, pos, d_head]", True,
+               "keys as the k projection outputs them: before any k norm and the rotary embedding"),
 )
 KINDS: tuple[str, ...] = tuple(kind.name for kind in TENSOR_KINDS)
 HEAD_KINDS: tuple[str, ...] = tuple(kind.name for kind in TENSOR_KINDS if kind.per_head)
@@ -52,6 +56,8 @@ class Needs:
     v: bool = False
     z: bool = False
     resid_pre: bool = False
+    q_proj: bool = False  # q as projected (before a q norm and the rotary; equals q_raw without a q norm)
+    k_proj: bool = False
     logits: bool = False
 
     def __or__(self, other: "Needs") -> "Needs":
@@ -83,3 +89,5 @@ class LayerActivations:
     v: torch.Tensor | None = None
     z: torch.Tensor | None = None
     resid_pre: torch.Tensor | None = None
+    q_proj: torch.Tensor | None = None
+    k_proj: torch.Tensor | None = None

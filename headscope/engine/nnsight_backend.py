@@ -11,6 +11,8 @@ mask, ...) -> (attn_output, attn_weights)`. nnsight's `.source` exposes that cal
   z        = attn_output      [batch, pos, head, d_head] -> [batch, head, pos, d_head]: reshaped, it is
              exactly the input of the output projection (o_proj / c_proj / dense)
   q_raw, k_raw = inputs of `apply_rotary_pos_emb` (equal to q/k when the model has no rotary embedding)
+  q_proj, k_proj = outputs of the `self.q_proj` / `self.k_proj` calls, split into heads: before a q/k norm and the
+             rotary (equal to q_raw/k_raw for fused qkv projections, which no q/k-norm model has)
   resid_pre = the decoder layer's first input
 
 Only the eager attention function returns weights: sdpa and flash attention return `None`, so a model
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
 ATTENTION_CALL = "attention_interface_"
 ROTARY_CALL = "apply_rotary_pos_emb_0"
+PROJECTION_CALLS = ("self_q_proj_0", "self_k_proj_0")
 NDIF_KEY_VARIABLE = "NDIF_API_KEY"
 
 
@@ -71,11 +74,14 @@ class LayerSites:
     attention_path: str  # e.g. "model.layers.3.self_attn"
     attention_call: str  # e.g. "attention_interface_1"
     rotary_call: str | None  # "apply_rotary_pos_emb_0", or None without rotary (GPT-2)
+    # ("self_q_proj_0", "self_k_proj_0") where the attention has separate q/k projections, else None (fused qkv)
+    projection_calls: tuple[str, str] | None = None
+    head_dim: int = 0  # the attention's head_dim: projection outputs [batch, pos, heads * d] are split by it
 
 
 # Where each tensor kind of TENSOR_KINDS is read: a call site of the layer and the tensor's index in that site's
 # positional inputs (or outputs). Sites are listed in execution order, the order a trace must visit them in.
-SITES_IN_ORDER = ("layer_input", "rotary_input", "attention_input", "attention_output")
+SITES_IN_ORDER = ("layer_input", "projection_output", "rotary_input", "attention_input", "attention_output")
 KIND_READS: dict[str, tuple[str, int]] = {
     "resid_pre": ("layer_input", 0),
     "q_raw": ("rotary_input", 0),
@@ -85,19 +91,27 @@ KIND_READS: dict[str, tuple[str, int]] = {
     "v": ("attention_input", 3),
     "z": ("attention_output", 0),  # [batch, pos, head, d_head]: transposed to the table's layout
     "pattern": ("attention_output", 1),
+    "q_proj": ("projection_output", 0),  # [batch, pos, head * d_head]: split to the table's layout
+    "k_proj": ("projection_output", 1),
 }
 # Per-key kinds: while decoding, the attention call sees the whole cache; only this step's positions are handed over.
-PER_KEY_KINDS = frozenset({"k", "k_raw", "v"})
+PER_KEY_KINDS = frozenset({"k", "k_raw", "v", "k_proj"})
 
 
-def read_plan(kinds: Sequence[str], has_rotary: bool) -> list[tuple[str, str, int]]:
+def read_plan(kinds: Sequence[str], has_rotary: bool, has_projections: bool = False) -> list[tuple[str, str, int]]:
     """(kind, site, index) for each kind, in execution order. Without a rotary call, the raw q/k are the
-    attention call's q/k (nothing rotates them)."""
+    attention call's q/k (nothing rotates them). Without separate q/k projections (fused qkv: GPT-2,
+    GPT-NeoX, Phi-3; none of them has a q/k norm), the projected q/k are the raw q/k."""
     plan = []
     for kind in kinds:
         site, index = KIND_READS[kind]
+        if site == "projection_output" and not has_projections:
+            kind_read = kind.replace("_proj", "_raw")
+            site, index = KIND_READS[kind_read]
+        else:
+            kind_read = kind
         if site == "rotary_input" and not has_rotary:
-            site, index = KIND_READS[kind.removesuffix("_raw")]
+            site, index = KIND_READS[kind_read.removesuffix("_raw")]
         plan.append((kind, site, index))
     return sorted(plan, key=lambda item: SITES_IN_ORDER.index(item[1]))
 
@@ -298,8 +312,10 @@ class NNsightBackend:
             for layer, sites in enumerate(self.sites):
                 acts: dict[str, torch.Tensor] = {}
                 read = _site_reader(model, sites)
-                for kind, site, index in read_plan(kinds, sites.rotary_call is not None):
+                for kind, site, index in read_plan(kinds, sites.rotary_call is not None, sites.projection_calls is not None):
                     tensor = read(site)[index].detach().float()
+                    if site == "projection_output":
+                        tensor = split_heads(tensor, sites.head_dim)
                     if kind in PER_KEY_KINDS:
                         tensor = _last(tensor, new_positions)
                     elif kind == "z":
@@ -464,20 +480,23 @@ def remote_trace(
     """
     # plain data only inside the trace body: it is serialized for NDIF
     plans = [(s.layer_path, s.attention_path, s.attention_call, s.rotary_call,
-              read_plan(needs.kinds(), s.rotary_call is not None)) for s in sites]
+              read_plan(needs.kinds(), s.rotary_call is not None, s.projection_calls is not None),
+              s.projection_calls, s.head_dim) for s in sites]
     want_logits = needs.logits
     import nnsight
 
     kwargs: dict[str, Any] = {"backend": backend} if backend is not None else {"remote": remote}
     with model.trace(encoding, **kwargs):
         layers = nnsight.save(list())
-        for layer_path, attention_path, attention_call, rotary_call, plan in plans:
+        for layer_path, attention_path, attention_call, rotary_call, plan, projection_calls, head_dim in plans:
             fields = dict()
             values = dict()
             for kind, site, index in plan:
                 if site not in values:
                     if site == "layer_input":
                         values[site] = (model.get(layer_path).input,)
+                    elif site == "projection_output":
+                        values[site] = [model.get(attention_path).source.node(call).output for call in projection_calls]
                     elif site == "rotary_input":
                         values[site] = model.get(attention_path).source.node(rotary_call).inputs[0]
                     elif site == "attention_input":
@@ -485,6 +504,8 @@ def remote_trace(
                     else:
                         values[site] = model.get(attention_path).source.node(attention_call).output
                 tensor = values[site][index].detach()
+                if site == "projection_output":
+                    tensor = tensor.unflatten(-1, (-1, head_dim)).transpose(1, 2)
                 if kind == "z":
                     tensor = tensor.transpose(1, 2)
                 if kind == "pattern" and rows is not None:
@@ -616,8 +637,24 @@ def _attention_site(model: Any, layer_path: str) -> LayerSites | None:
             attention_path=f"{layer_path}.{name}",
             attention_call=calls[-1],
             rotary_call=ROTARY_CALL if ROTARY_CALL in names else None,
+            projection_calls=_projection_calls(child._module, names),
+            head_dim=int(getattr(child._module, "head_dim", 0) or 0),
         )
     return None
+
+
+def _projection_calls(module: torch.nn.Module, names: Sequence[str]) -> tuple[str, str] | None:
+    """The q/k projection calls of an attention forward, or None for a fused qkv projection (GPT-2, GPT-NeoX,
+    Phi-3), whose q/k reach the rotary unnormalised, so the raw q/k are the projected ones. (Every q/k-norm family
+    in transformers today, Qwen3, Gemma-3, OLMo-2, Cohere, StableLM, Chameleon, has separate q/k projections.)"""
+    if PROJECTION_CALLS[0] in names and PROJECTION_CALLS[1] in names and int(getattr(module, "head_dim", 0) or 0) > 0:
+        return PROJECTION_CALLS
+    return None
+
+
+def split_heads(tensor: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[batch, pos, heads * d] (a projection's output) -> [batch, heads, pos, d]."""
+    return tensor.unflatten(-1, (-1, head_dim)).transpose(1, 2)
 
 
 def _might_be_attention(module: torch.nn.Module) -> bool:
@@ -643,6 +680,8 @@ def _site_reader(model: Any, sites: LayerSites) -> Callable[[str], Sequence[Any]
         if site not in seen:
             if site == "layer_input":
                 seen[site] = (model.get(sites.layer_path).input,)
+            elif site == "projection_output":
+                seen[site] = [attention.source.node(call).output for call in sites.projection_calls]
             elif site == "rotary_input":
                 seen[site] = attention.source.node(sites.rotary_call).inputs[0]
             elif site == "attention_input":

@@ -2,7 +2,8 @@
 
 Hook points used per layer (TransformerLens 4.x names):
   blocks.L.hook_resid_pre, blocks.L.attn.hook_rot_q / hook_rot_k (hook_q / hook_k without rotary),
-  blocks.L.attn.hook_v, blocks.L.attn.hook_pattern, blocks.L.attn.hook_z, blocks.L.hook_resid_post.
+  blocks.L.attn.hook_v, blocks.L.attn.hook_pattern, blocks.L.attn.hook_z, blocks.L.hook_resid_post;
+  blocks.L.attn.hook_q / hook_k for the projections' outputs (q_proj / k_proj kinds: before a q/k norm).
 Tensors of a layer are held only until that layer's hook_resid_post fires, where they are handed to
 the callback and dropped: peak extra memory is one layer's requested tensors.
 """
@@ -75,7 +76,10 @@ class TransformerLensBackend:
         self._q_raw_hook = "attn.hook_q_normed" if "blocks.0.attn.hook_q_normed" in hooks else "attn.hook_q"
         self._k_raw_hook = "attn.hook_k_normed" if "blocks.0.attn.hook_k_normed" in hooks else "attn.hook_k"
         # hook_q/hook_k are [batch, pos, head, d]; the *_normed hooks fire after HF's transpose: [batch, head, pos, d]
-        self._raw_layout = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
+        heads_first_raw = (lambda t: t) if self._q_raw_hook.endswith("_normed") else (lambda t: t.transpose(1, 2))
+        d_head = self.spec.d_head
+        # OLMo-2 normalises q/k over all heads at once, before the split: its *_normed hooks fire [batch, pos, heads * d]
+        self._raw_layout = lambda t: t.unflatten(-1, (-1, d_head)).transpose(1, 2) if t.dim() == 3 else heads_first_raw(t)
         self._interventions: list[Intervention] = []
 
     @contextlib.contextmanager
@@ -115,7 +119,9 @@ class TransformerLensBackend:
     def _hook_points(self) -> dict[str, str]:
         """Where the bridge exposes each tensor kind of TENSOR_KINDS (per block)."""
         return {"pattern": "attn.hook_pattern", "q": self._q_hook, "k": self._k_hook, "q_raw": self._q_raw_hook,
-                "k_raw": self._k_raw_hook, "v": "attn.hook_v", "z": "attn.hook_z", "resid_pre": "hook_resid_pre"}
+                "k_raw": self._k_raw_hook, "v": "attn.hook_v", "z": "attn.hook_z", "resid_pre": "hook_resid_pre",
+                # the projections' outputs, [batch, pos, head, d]: before a q/k norm (hook_q_normed) and the rotary
+                "q_proj": "attn.hook_q", "k_proj": "attn.hook_k"}
 
     def _layer_hooks(
         self,

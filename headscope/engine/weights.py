@@ -7,7 +7,8 @@ exposes, in TransformerLens' unfolded ("no processing") layout:
   W_U  [d_model, vocab]                    the unembedding (no final norm folded in)
   W_V(layer)  [kv_head, d_model, d_head]   value weights per KV head (GQA: query head h reads kv_head(h))
   W_O(layer)  [head, d_head, d_model]      output weights per query head
-  first_mlp(x) [n, d_model] -> [n, d_model] layer 0's pre-MLP norm followed by its MLP (no residual added)
+  first_mlp(x) [n, d_model] -> [n, d_model] layer 0's pre-MLP norm followed by its MLP (no residual added, no
+                                           post-MLP norm, as the official MAPS code's blocks[0].mlp(ln2(x)))
 
 `weights_from_hf(model)` builds one from any Hugging Face `PreTrainedModel`, so every backend that wraps
 HF modules (the TransformerLens bridge's `original_model`, nnsight's `_module`) shares it. Tensors are
@@ -140,10 +141,24 @@ def _layer_modules(block: nn.Module, family: str) -> _LayerModules:
     attention = getattr(block, "self_attn", None) or getattr(block, "attention", None)
     if attention is None:
         raise HeadscopeError(f"cannot find the attention module of {type(block).__name__}: unsupported layout")
-    # Gemma-2/3 normalise the attention output with post_attention_layernorm and the MLP input with
-    # pre_feedforward_layernorm; Llama-style blocks use post_attention_layernorm before the MLP.
-    norm = getattr(block, "pre_feedforward_layernorm", None) or getattr(block, "post_attention_layernorm", None)
-    return _LayerModules(attention, norm, getattr(block, "mlp", None))
+    return _LayerModules(attention, _pre_mlp_norm(block), getattr(block, "mlp", None))
+
+
+def _pre_mlp_norm(block: nn.Module) -> nn.Module | None:
+    """The norm the MLP reads the residual stream through, for a block with separate attention modules.
+
+    Llama-style: `post_attention_layernorm` (named for where it sits, it normalises the MLP input). Gemma-2/3 and
+    AFMoE name the MLP's input norm `pre_feedforward_layernorm` / `pre_mlp_layernorm`, and their
+    `post_attention_layernorm` normalises the attention output. OLMo-2/3, FlexOlmo and EXAONE-4 are post-norm
+    blocks (no `input_layernorm`, a `post_feedforward_layernorm`): `post_attention_layernorm` normalises the
+    attention output and the MLP reads the un-normalised residual, so the pre-MLP norm is the identity.
+    """
+    for name in ("pre_feedforward_layernorm", "pre_mlp_layernorm"):
+        if getattr(block, name, None) is not None:
+            return getattr(block, name)
+    if getattr(block, "input_layernorm", None) is None and getattr(block, "post_feedforward_layernorm", None) is not None:
+        return nn.Identity()
+    return getattr(block, "post_attention_layernorm", None)
 
 
 def weights_from_hf(model: nn.Module, *, n_heads: int, n_kv_heads: int, d_head: int) -> ModelWeights:

@@ -96,7 +96,8 @@ def build_prompt(tokenizer, item: GroundedItem, *, chat_template: bool = True) -
         context_text += f"\n#Question#: {item.question}"
     elif item.question and item.question != "Summarize the document in one sentence.":
         context_text += f"\n#Instruction#: {item.question}"
-    if chat_template and getattr(tokenizer, "chat_template", None):
+    templated = bool(chat_template and getattr(tokenizer, "chat_template", None))
+    if templated:
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": context_text}], tokenize=False, add_generation_prompt=True
         )
@@ -104,7 +105,9 @@ def build_prompt(tokenizer, item: GroundedItem, *, chat_template: bool = True) -
         before, header = rendered[:cut], rendered[cut:]
     else:
         before, header = context_text, ANSWER_HEADERS[item.task]
-    context_ids = list(tokenizer(before, add_special_tokens=not chat_template)["input_ids"])
+    # a rendered template already holds its special tokens; raw text gets the tokenizer's own (BOS: the first-token
+    # sink every lookback ratio divides by). Decided by whether a template was applied, not by the parameter.
+    context_ids = list(tokenizer(before, add_special_tokens=not templated)["input_ids"])
     header_ids = list(tokenizer(header, add_special_tokens=False)["input_ids"])
     if not header_ids:
         raise HeadscopeError("the answer header tokenised to nothing: the lookback ratio needs at least one header token")

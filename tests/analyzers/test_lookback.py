@@ -272,3 +272,35 @@ def test_cli_scan_lookback(tiny_llama_dir, tmp_path):
     bad = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "--analyzers", "lookback", "--out", str(out),
                                    "--quiet", "--param", "lookback.span=everything"])
     assert bad.exit_code != 0 and "predefined" in str(bad.exception) + bad.output
+
+
+def bos_adding_tokenizer():
+    """The tiny word-level tokenizer plus a post-processor that prepends <bos> (as Llama's does), no chat template."""
+    from tokenizers import processors
+
+    from tiny_models import make_tokenizer
+
+    tokenizer = make_tokenizer(96)
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 1)])
+    assert not getattr(tokenizer, "chat_template", None)
+    return tokenizer
+
+
+def test_base_tokenizer_keeps_bos_and_ratios_match_eager(tiny_llama_dir, tiny_llama_backend, tmp_path):
+    """Issue 22 item 2: chat_template=True (the default) on a tokenizer without a template must still add BOS."""
+    from headscope.analyzers.base import ScanContext
+
+    tokenizer = bos_adding_tokenizer()
+    suite = tmp_path / "bos_suite"
+    suite.mkdir()
+    record = {"id": "b", "task": "qa", "document": "t10 t11 t12 t13", "question": "t50", "answers": ["t12"]}
+    (suite / "data.jsonl").write_text(json.dumps(record) + "\n")
+    built = LookbackLensAnalyzer(suite=str(suite), max_new_tokens=3).build_suite(
+        ScanContext(spec=tiny_llama_backend.spec, tokenizer=tokenizer))
+    ids, context_len = built.sequences[0], built.samples[0]["context_len"]
+    assert ids[0] == tokenizer.bos_token_id == 1 and ids.count(1) == 1
+    # the context is BOS + the raw text; the header follows without a second BOS
+    assert ids[1:context_len] == tokenizer(tokenizer.decode(ids[1:context_len]), add_special_tokens=False)["input_ids"]
+    ratios, result = lookback_ratios(tiny_llama_backend, ids, context_len, max_new_tokens=3)
+    np.testing.assert_allclose(ratios, eager_reference(tiny_llama_dir, ids, result.generated_ids, context_len), atol=1e-5)

@@ -255,3 +255,39 @@ def test_smollm2_against_full_rows(smollm2_backend):
         expected_supp = (torch.topk(-rows, 10).indices == relation.dst[:, None]).any(1).float().mean().item()
         assert wide.loc[head, "maps_country_to_capital"] == pytest.approx(expected, abs=1e-9)
         assert wide.loc[head, "maps_country_to_capital_suppression"] == pytest.approx(expected_supp, abs=1e-9)
+
+
+def _tiny_from_config(kind: str):
+    """OLMo-2 (post-norm block), Gemma-2 (pre- and post-MLP norms) or Llama, 2 layers, random init, built in memory."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, Olmo2Config, Olmo2ForCausalLM
+
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, attn_implementation="eager")
+    config_cls, model_cls = {"olmo2": (Olmo2Config, Olmo2ForCausalLM), "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+                             "llama": (LlamaConfig, LlamaForCausalLM)}[kind]
+    extra = {"head_dim": 16} if kind == "gemma2" else {}
+    torch.manual_seed(1)
+    model = model_cls(config_cls(**common, **extra)).eval()
+    with torch.no_grad():  # random norm gains, so a norm read in the wrong place cannot pass as the identity
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(torch.rand_like(param) * 2 + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["olmo2", "gemma2", "llama"])
+def test_first_mlp_reads_the_residual_the_model_feeds_its_mlp(kind):
+    """Issue 22 item 3. Reference from HF's own forward: the layer-0 MLP's real output on a real prompt, and the
+    residual stream it was computed from (layer output minus the MLP's contribution after any post-MLP norm)."""
+    model = _tiny_from_config(kind)
+    block = model.model.layers[0]
+    seen = {}
+    handle = block.mlp.register_forward_hook(lambda module, args, out: seen.__setitem__("mlp_out", out.detach()))
+    with torch.no_grad():
+        out = model(torch.randint(4, 96, (1, 9), generator=torch.Generator().manual_seed(2)), output_hidden_states=True)
+    handle.remove()
+    post = getattr(block, "post_feedforward_layernorm", None) or torch.nn.Identity()
+    with torch.no_grad():
+        residual_mid = (out.hidden_states[1] - post(seen["mlp_out"]))[0]  # the residual stream entering the MLP sub-block
+        weights = weights_from_hf(model, n_heads=4, n_kv_heads=2, d_head=16)
+        torch.testing.assert_close(weights.first_mlp(residual_mid), seen["mlp_out"][0], rtol=1e-4, atol=1e-4)

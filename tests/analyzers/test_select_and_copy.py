@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
 from headscope.errors import HeadscopeError
@@ -111,37 +111,47 @@ def suite_dir(tmp_path_factory) -> Path:
     return write_items(tmp_path_factory.mktemp("sc_suite"))
 
 
-@functools.lru_cache(maxsize=2)
-def _eager_model(model_dir: str) -> LlamaForCausalLM:
-    return LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+@functools.lru_cache(maxsize=3)
+def _eager_model(model_dir: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
 
 
 def reference_scores(model_dir: Path, prompt_ids: list[int], options: list[int]) -> dict[str, torch.Tensor]:
-    """[layer, head, option] scores from HF eager: q/k hooked at the projections, RoPE applied here."""
+    """[layer, head, option] scores from HF eager: q/k hooked at the projections (and at the per-head q/k norms of
+    Qwen3), RoPE applied here with HF's `apply_rotary_pos_emb`, attention from `output_attentions`."""
     model = _eager_model(str(model_dir))
     cfg = model.config
-    d, n_h, n_kv = cfg.hidden_size // cfg.num_attention_heads, cfg.num_attention_heads, cfg.num_key_value_heads
+    n_h, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_h
     grabbed: dict[tuple[int, str], torch.Tensor] = {}
     hooks = []
     for i, layer in enumerate(model.model.layers):
-        for name in ("q_proj", "k_proj"):
-            hooks.append(getattr(layer.self_attn, name).register_forward_hook(
-                lambda mod, inp, out, key=(i, name): grabbed.__setitem__(key, out.detach())))
+        for name in ("q_proj", "k_proj", "q_norm", "k_norm"):
+            if hasattr(layer.self_attn, name):
+                hooks.append(getattr(layer.self_attn, name).register_forward_hook(
+                    lambda mod, inp, out, key=(i, name): grabbed.__setitem__(key, out.detach())))
     ids = torch.tensor([prompt_ids])
     with torch.no_grad():
         out = model(ids, output_attentions=True)
         cos, sin = model.model.rotary_emb(torch.zeros(1, len(prompt_ids), cfg.hidden_size), torch.arange(len(prompt_ids))[None])
     for h in hooks:
         h.remove()
-    res = {k: torch.zeros(cfg.num_hidden_layers, n_h, len(options), dtype=torch.float64) for k in ("qk", "qk_norope", "attn")}
+    res = {k: torch.zeros(cfg.num_hidden_layers, n_h, len(options), dtype=torch.float64)
+           for k in ("qk", "qk_rope", "qk_norope", "attn")}
     for layer in range(cfg.num_hidden_layers):
-        q = grabbed[(layer, "q_proj")].view(1, -1, n_h, d).transpose(1, 2)  # [1, head, pos, d]
-        k = grabbed[(layer, "k_proj")].view(1, -1, n_kv, d).transpose(1, 2)  # [1, kv, pos, d]
-        q_rot, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
+        q_proj = grabbed[(layer, "q_proj")].view(1, -1, n_h, d).transpose(1, 2)  # [1, head, pos, d]
+        k_proj = grabbed[(layer, "k_proj")].view(1, -1, n_kv, d).transpose(1, 2)  # [1, kv, pos, d]
+        # what the rotary is applied to: the per-head norms' outputs where the model has them (Qwen3)
+        q = grabbed[(layer, "q_norm")].transpose(1, 2) if (layer, "q_norm") in grabbed else q_proj
+        k = grabbed[(layer, "k_norm")].transpose(1, 2) if (layer, "k_norm") in grabbed else k_proj
+        q_rot, k_rot = sys.modules[type(model).__module__].apply_rotary_pos_emb(q, k, cos, sin)  # the model's own
         for h in range(n_h):
             kv = h // (n_h // n_kv)
             for o, t in enumerate(options):
-                res["qk"][layer, h, o] = float(q_rot[0, h, -1] @ k_rot[0, kv, t]) / math.sqrt(d)
+                res["qk"][layer, h, o] = float(q_proj[0, h, -1] @ k_proj[0, kv, t])  # unscaled, as the paper's code
+                res["qk_rope"][layer, h, o] = float(q_rot[0, h, -1] @ k_rot[0, kv, t]) / math.sqrt(d)
                 res["qk_norope"][layer, h, o] = float(q[0, h, -1] @ k[0, kv, t]) / math.sqrt(d)
                 res["attn"][layer, h, o] = float(out.attentions[layer][0, h, -1, t])
     return res
@@ -156,7 +166,7 @@ def test_matches_bruteforce_reference(random_model, suite_dir, padding_side):
         for index in (0, 3, 5):
             prompt = build_prompt(tokenizer, items[index], analyzer._demos(items, index, shots), bos_token_id=1)
             ref = reference_scores(random_model, prompt.input_ids, prompt.option_positions)
-            for score in ("qk", "qk_norope", "attn"):
+            for score in ("qk", "qk_rope", "qk_norope", "attn"):
                 got = analyzer.item_scores(score, shots)[index]
                 torch.testing.assert_close(got, ref[score], atol=1e-4, rtol=1e-4)
 
@@ -175,7 +185,7 @@ def test_planted_copy_head_is_perfect(tmp_path, suite_dir):
     analyzer, atlas = run_analyzer(model_dir, suite_dir, shots=(0,))
     frame = atlas.to_frame().reset_index()
     planted = frame[(frame["layer"] == 1) & (frame["head"] == 0)].iloc[0]
-    for score in ("qk", "qk_norope", "attn"):
+    for score in ("qk", "qk_rope", "qk_norope", "attn"):
         assert planted[f"{score}_accuracy_0shot"] == 1.0
         assert planted[f"{score}_margin_0shot"] > 0
     model = atlas.model_metrics().set_index("metric")["value"]
@@ -193,7 +203,7 @@ def test_split_is_disjoint_and_rows_complete(random_model, suite_dir):
     val, test = analyzer.split()
     assert len(val) == 3 and len(test) == 7 and not set(val) & set(test)
     head_metrics = set(atlas.head_rows()["metric"])
-    assert {"qk_accuracy_0shot", "qk_norope_test_accuracy_0shot", "attn_margin_0shot"} <= head_metrics
+    assert {"qk_accuracy_0shot", "qk_rope_margin_0shot", "qk_norope_test_accuracy_0shot", "attn_margin_0shot"} <= head_metrics
     model = atlas.model_metrics().set_index("metric")["value"]
     assert 0.0 <= model["baseline_accuracy_0shot"] <= 1.0
     assert sum(model[f"baseline_share_{x}_0shot"] for x in "ABCD") == pytest.approx(1.0)
@@ -281,3 +291,38 @@ def test_cli_scan_select_and_copy(tmp_path, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (the weight-loading bar of transformers may precede it)
     assert code == 2 and last.startswith("error: unknown probe suite 'nope'")
+
+
+def save_qwen3(folder: Path) -> Path:
+    """Tiny random-init Qwen3: per-head q/k RMS norms (random gains) between the projections and the rotary."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0, tie_word_embeddings=False)
+    model = Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                norm.weight.copy_(torch.rand_like(norm.weight) * 2 + 0.5)
+    model.save_pretrained(folder)
+    mcqa_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_qk_norm_model_each_score_reads_its_own_tensor(tmp_path, suite_dir):
+    """Qwen3 (issue 22 item 5): qk reads the projections (before the q/k norm), qk_norope the norms' outputs, qk_rope
+    the rotated ones; each equals the HF reference, and the q/k norm makes qk differ from qk_norope."""
+    model_dir = save_qwen3(tmp_path / "qwen3")
+    analyzer, _ = run_analyzer(model_dir, suite_dir, shots=(0,), n_samples=4)
+    items, _ = load_mcqa(str(suite_dir), limit=4)
+    tokenizer = mcqa_tokenizer()
+    for index in (0, 3):
+        prompt = build_prompt(tokenizer, items[index], [], bos_token_id=1)
+        ref = reference_scores(model_dir, prompt.input_ids, prompt.option_positions)
+        for score in ("qk", "qk_rope", "qk_norope", "attn"):
+            torch.testing.assert_close(analyzer.item_scores(score, 0)[index], ref[score], atol=1e-4, rtol=1e-4)
+        # the norm is not a per-option rescaling: pre- and post-norm scores are not proportional
+        ratio = ref["qk"] / ref["qk_norope"]
+        assert (ratio.std(-1) > 1e-3 * ratio.abs().mean(-1)).any()

@@ -50,3 +50,8 @@ def test_the_nnsight_read_table_covers_every_kind_in_execution_order():
     # without a rotary embedding (GPT-2) the raw q/k are the attention call's own q/k
     flat = {kind: (site, index) for kind, site, index in read_plan(KINDS, has_rotary=False)}
     assert flat["q_raw"] == flat["q"] == ("attention_input", 1) and flat["k_raw"] == flat["k"]
+    # fused qkv (no separate q/k projection calls): the projected q/k are the raw ones; separate ones are read first
+    fused = {kind: (site, index) for kind, site, index in read_plan(KINDS, has_rotary=True, has_projections=False)}
+    assert fused["q_proj"] == fused["q_raw"] and fused["k_proj"] == fused["k_raw"]
+    split = read_plan(KINDS, has_rotary=True, has_projections=True)
+    assert [kind for kind, site, _ in split if site == "projection_output"] == ["q_proj", "k_proj"]
