@@ -20,7 +20,7 @@ class ColumnStats:
 
     col_sum     [batch, head, key]  sum over valid queries of A[query, key]
     n_queries   [batch, key]        valid queries that can see each key (i >= j, both real tokens)
-    entropy_sum [batch, head]       sum over valid queries (except the first) of H(A_i) / log(keys visible)
+    entropy_sum [batch, head]       sum over valid queries (except the first, whose entropy is 0) of H(A_i) / log(keys visible)
     n_entropy   [batch]             how many queries entered entropy_sum
     """
 

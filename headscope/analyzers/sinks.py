@@ -232,7 +232,9 @@ class SinkAnalyzer(StreamingAnalyzer):
         self._sinks.add(acts.layer, (alpha0 > p.epsilon).double())
         self._hidden_count.add(acts.layer, hidden.sum(-1).double())
         self._hidden_mass.add(acts.layer, hidden_mass)
-        self._entropy.add(acts.layer, stats.entropy_sum / stats.n_entropy.clamp(min=1)[:, None])
+        # mean over all T rows, row 0 (one key, entropy 0) counted, as Active-Dormant-Attention's
+        # row_headwise_average_normalized_entropy does: n_entropy counts rows 1..T-1
+        self._entropy.add(acts.layer, stats.entropy_sum / (stats.n_entropy + 1)[:, None])
 
         lengths = valid.sum(-1)
         for seq, head, key in hidden.nonzero().tolist():

@@ -71,7 +71,7 @@ def sink_values(run: dict, seq: list[int], layer: int) -> dict[str, torch.Tensor
     alpha = (a / torch.arange(t, 0, -1, dtype=torch.double)[None, None, :]).sum(-2)  # [head, key]
     hidden = alpha[:, 1:] > 0.1
     column_sum = a.sum(-2)[:, 1:]
-    entropies = []
+    entropies = [torch.zeros(a.shape[0], dtype=a.dtype)]  # row 0: one key, entropy 0, counted (official mean over T rows)
     for i in range(1, t):
         row = a[:, i, : i + 1]
         h = -(torch.where(row > 0, row * row.log(), torch.zeros_like(row))).sum(-1)

@@ -35,8 +35,8 @@ each unpadded sequence (`tests/conformance/reference.py`):
 * classic heads (previous-token, duplicate-token, induction): TransformerLens `detect_head` "mul" score with the
   BOS column excluded, mean over 3 repeated-random-token probes of 13 tokens;
 * sinks: per head `sink_score` (Gu et al. alpha_0), `sink_rate`, `hidden_sink_count` and `hidden_sink_mass` (ACT,
-  alpha_j > 0.1), `row_entropy` (Guo et al., H(A_i)/log(i+1) over queries 1..T-1), `output_norm` (mean ||z||),
-  and the `massive_max_abs.L` rows (Sun et al.) from the hidden states, on 3 sequences of 8-12 tokens (longer
+  alpha_j > 0.1), `row_entropy` (Guo et al., H(A_i)/log(i+1), mean over all T rows with row 0 as 0), `output_norm` (mean ||z||),
+  and the per-layer `massive_max_abs` rows (Sun et al.) from the hidden states, on 3 sequences of 8-12 tokens (longer
   than the window-4 sliding layers). `sinks` is the default (`score_source=auto`); the cell also checks which
   source auto recorded in the atlas params. `sinks[score_source=qk]` forces the streaming q/k path;
 * retrieval (Wu et al.): a teacher-forced needle answer decoded with the KV cache; every head's argmax key at

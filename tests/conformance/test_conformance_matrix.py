@@ -146,11 +146,11 @@ def _check_sinks(atlas, model, kind, name, spec, tol):
             got = torch.tensor([wide.loc[(layer, h), metric] for h in range(spec.n_heads)], dtype=torch.double)
             scale = ex.TOL_NORM * float(expected.abs().max()) if metric == "output_norm" else tol
             assert torch.allclose(got, expected, atol=max(scale, tol), rtol=0), (kind, name, metric, layer, got, expected)
-    model_rows = atlas.model_metrics().set_index("metric")["value"]
+    per_layer = atlas.model_metrics().query("metric == 'massive_max_abs'").set_index("layer")["value"]
     for layer in range(spec.n_layers):
         hidden = [run["hidden"][layer] for run in runs]
         max_abs = sum(float(h.abs().max()) for h in hidden) / len(hidden)
-        assert model_rows[f"massive_max_abs.L{layer}"] == pytest.approx(max_abs, rel=ex.TOL_NORM), (kind, name, layer)
+        assert per_layer[layer] == pytest.approx(max_abs, rel=ex.TOL_NORM), (kind, name, layer)
 
 
 def test_decoding_analyzers(cell):
