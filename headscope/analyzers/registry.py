@@ -81,6 +81,9 @@ def _register_builtins() -> None:
     for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
                 MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
         register_analyzer(cls)
+    from headscope.analyzers.kv_policy import KVPolicyAnalyzer  # KV-cache policies (docs/policies.md)
+
+    register_analyzer(KVPolicyAnalyzer)
 
 
 _register_builtins()
