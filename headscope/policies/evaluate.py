@@ -141,6 +141,8 @@ def evaluate_policy(
     budgets: Sequence[float] = (),
     random_seeds: Sequence[int] = (0, 1, 2),
     lowest: bool = True,
+    include_full: bool = True,
+    include_atlas: bool = True,
     max_new_tokens: int = 32,
     stop_token_ids: Sequence[int] = (),
     prefill_chunk: int = 512,
@@ -151,7 +153,10 @@ def evaluate_policy(
     """Decode every needle prompt of `suites` ({context length: suite}) under each condition and score it.
 
     `budgets` (fractions of KV heads kept full) cut the policy's ranking again; empty = the policy's own budget.
-    `on_result` sees each row as it is measured (progress, partial results on long runs).
+    `on_result` sees each row as it is measured (progress, partial results on long runs). `include_full`,
+    `include_atlas` and `lowest` switch those conditions off (e.g. to add random seeds to an earlier run), and
+    the conditions run in passes (full; the policy at every budget; lowest; each random seed) so a run cut
+    short still covers every budget.
     """
     check_policy_fits(policy, backend, model_id=model_id)
     budgets = tuple(budgets) or (policy.budget,)
@@ -184,11 +189,13 @@ def evaluate_policy(
             on_result(row)
 
     for length, suite in suites.items():
-        measure(length, suite, "full", 1.0, None, None)
-        for budget in budgets:
+        if include_full:
+            measure(length, suite, "full", 1.0, None, None)
+        for budget in budgets if include_atlas else ():
             measure(length, suite, "atlas", budget, None, policy.at_budget(budget))
-            if lowest:
-                measure(length, suite, "lowest", budget, None, policy.lowest(budget))
-            for seed in random_seeds:
+        for budget in budgets if lowest else ():
+            measure(length, suite, "lowest", budget, None, policy.lowest(budget))
+        for seed in random_seeds:
+            for budget in budgets:
                 measure(length, suite, "random", budget, seed, policy.random(budget, seed))
     return result
