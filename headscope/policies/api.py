@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from headscope.atlas import Atlas, read_atlas
 from headscope.policies.evaluate import PolicyEvaluation, check_lengths
 from headscope.policies.policy import KVPolicy, check_budget, policy_from_ranking, read_policy
 from headscope.policies.rank import rank_kv_heads
+
+if TYPE_CHECKING:
+    from headscope.engine import Backend
 
 
 def make_policy(atlas_path: str | Path, *, out: str | Path | None = None, rule: str = "retrieval",
@@ -36,31 +39,38 @@ def make_policy(atlas_path: str | Path, *, out: str | Path | None = None, rule: 
     return policy
 
 
-def evaluate(model: str, policy_path: str | Path, *, out: str | Path | None = None,
+def evaluate(model: "str | Backend", policy_path: str | Path, *, out: str | Path | None = None,
              context_lengths: Sequence[int] = (2000,), budgets: Sequence[float] = (0.1, 0.25, 0.5),
              n_needles: int = 4, random_seeds: int = 3, max_new_tokens: int = 32, backend: str = "auto",
              device: str = "cpu", dtype: str = "float32", progress: bool = True,
              **params: Any) -> tuple[Atlas, PolicyEvaluation]:
-    """Run the kv-policy analyzer on `model` (a scan: the model-level rows land in the atlas written to `out`,
-    a temporary file when None) and return the atlas and the evaluation (`table()`, `figure()`)."""
-    import json
-    import tempfile
-
-    from headscope.scanning import scan, side_output_path
+    """Run the kv-policy analyzer on `model` (an id, or an already loaded backend to reuse) and return the atlas of
+    its model-level rows (also written to `out` with the side output beside it) and the evaluation (`table()`,
+    `figure()`). Bad inputs are refused before the model loads or runs."""
+    from headscope.atomic import atomic_write_json
+    from headscope.engine import load_backend
+    from headscope.paths import check_output_path
+    from headscope.scanning import RunSettings, build_analyzers, execute_scan, side_output_path
 
     read_policy(policy_path)  # refused here, before the model loads, when the file is not a policy
     for budget in budgets:
         check_budget(budget)
     check_lengths(list(context_lengths), max_new_tokens, 10**9)
+    if out is not None:
+        check_output_path(out, what="--out")
     settings = {"policy": str(policy_path), "context_lengths": tuple(int(n) for n in context_lengths),
                 "budgets": tuple(float(b) for b in budgets), "n_samples": int(n_needles),
                 "random_seeds": int(random_seeds), "max_new_tokens": int(max_new_tokens), **params}
-    with tempfile.TemporaryDirectory() as scratch:
-        target = Path(out) if out is not None else Path(scratch) / "kv_policy.parquet"
-        atlas = scan(model, ["kv-policy"], out=target, backend=backend, device=device, dtype=dtype,
-                     progress=progress, params={"kv-policy": settings})
-        side = json.loads(side_output_path(target, "kv-policy").read_text(encoding="utf-8"))
-    return atlas, evaluation_from_side_output(side)
+    built = build_analyzers(["kv-policy"], params={"kv-policy": settings})
+    loaded = load_backend(model, backend=backend, device=device, dtype=dtype, quiet=not progress) if isinstance(model, str) else model
+    run = RunSettings(model=loaded.model_id, backend=loaded.name, device=str(loaded.device),
+                      dtype=str(loaded.dtype).removeprefix("torch."))
+    result = execute_scan(loaded, built, run, progress=progress, exemplars=False)
+    side = result.side_outputs["kv-policy"]
+    if out is not None:
+        result.atlas.save(out)
+        atomic_write_json(side_output_path(out, "kv-policy"), side)
+    return result.atlas, evaluation_from_side_output(side)
 
 
 def evaluation_from_side_output(data: dict[str, Any]) -> PolicyEvaluation:
