@@ -131,7 +131,7 @@ def policy_from_ranking(ranking: Ranking, budget: float, *, sink: int = 4, windo
     check_window(sink, window)
     order = ranking.order()
     n_full = n_full_heads(budget, ranking.shape)
-    scores = [[None if np.isnan(v) else float(v) for v in row] for row in ranking.scores]
+    scores = [[float(v) if np.isfinite(v) else None for v in row] for row in ranking.scores]  # strict JSON: no inf/NaN
     provenance = {**ranking.provenance, "metrics": list(ranking.metrics), "aggregation": ranking.aggregation}
     return KVPolicy(ranking.model, ranking.shape, budget, sink, window, sorted(order[:n_full]), order,
                     ranking.rule, provenance, scores)

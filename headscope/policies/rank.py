@@ -19,6 +19,7 @@ each KV group). Heads without a value (NaN: e.g. no retrieval sample kept) count
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,12 +138,9 @@ def _grid(rows: pd.DataFrame, shape: Shape) -> np.ndarray:
 def aggregate(per_head: np.ndarray, shape: Shape, aggregation: str) -> np.ndarray:
     """[layer, head] -> [layer, kv_head] by max or mean over each KV group (NaN heads ignored; all-NaN -> NaN)."""
     grouped = per_head.reshape(shape.n_layers, shape.n_kv_heads, shape.group_size)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmax(grouped, axis=2) if aggregation == "max" else np.nanmean(grouped, axis=2)
+    with warnings.catch_warnings():  # an all-NaN group is expected (NaN out), not worth a RuntimeWarning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmax(grouped, axis=2) if aggregation == "max" else np.nanmean(grouped, axis=2)
 
 
 def razor_scores(echo: np.ndarray, induction: np.ndarray) -> np.ndarray:
