@@ -109,6 +109,20 @@ def score_hooks(windows: Sequence[AttentionWindow], spec: ModelSpec, phase: str)
     return hooks
 
 
+def check_bridge_recomputes(bridge: Any, windows: Sequence[AttentionWindow]) -> None:
+    """A TransformerLens attention bridge that hands attention to Hugging Face fires `hook_attn_scores` after the
+    fact, so an edit there would change nothing: refuse instead of measuring an intact model."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    for layer in sorted({layer for item in windows for layer in item.layers}):
+        module = bridge.blocks[layer].attn
+        if type(module).forward is AttentionBridge.forward:
+            raise HeadscopeError(
+                f"the TransformerLens bridge of this model hands layer {layer}'s attention to Hugging Face, so an "
+                "attention window cannot act there: use `--backend nnsight`"
+            )
+
+
 @contextlib.contextmanager
 def mask_hooks(
     attention_modules: Sequence[torch.nn.Module],

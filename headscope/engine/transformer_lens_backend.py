@@ -85,8 +85,10 @@ class TransformerLensBackend:
             bad = [layer for layer in item.layers if not 0 <= layer < self.spec.n_layers]
             if bad:
                 raise HeadscopeError(f"intervention layers {bad} are outside 0..{self.spec.n_layers - 1}: fix the head list")
-        for window in attention_window.split_windows(interventions)[1]:
+        windows = attention_window.split_windows(interventions)[1]
+        for window in windows:
             window.check(self.spec)
+        attention_window.check_bridge_recomputes(self.bridge, windows)
         before = list(self._interventions)
         self._interventions = before + list(interventions)
         try:

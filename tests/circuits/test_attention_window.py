@@ -89,3 +89,20 @@ def test_window_refuses_bad_heads_and_padding(dirs):
     padded = ProbeBatch(torch.tensor([PROMPT[:4] + [0]]), torch.tensor([[1, 1, 1, 1, 0]]))
     with window_heads(backend, [(0, 0)], sink=1, window=2), pytest.raises(HeadscopeError, match="unpadded"):
         backend.run(padded, Needs(logits=True), lambda acts: None)
+
+
+def test_bridges_that_delegate_attention_are_refused():
+    """A bridge that hands attention to Hugging Face fires hook_attn_scores after the fact: a window there would
+    silently change nothing, so it is refused."""
+    from types import SimpleNamespace
+
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    from headscope.engine.attention_window import AttentionWindow, check_bridge_recomputes
+
+    class Delegating(AttentionBridge):  # forward not overridden: AttentionBridge's delegating forward
+        pass
+
+    bridge = SimpleNamespace(blocks=[SimpleNamespace(attn=object.__new__(Delegating))])
+    with pytest.raises(HeadscopeError, match="--backend nnsight"):
+        check_bridge_recomputes(bridge, [AttentionWindow(((0, 0),), 1, 2)])
