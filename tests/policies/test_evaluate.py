@@ -16,7 +16,7 @@ from headscope.analyzers.kv_policy import KVPolicyAnalyzer
 from headscope.analyzers.metrics import declares
 from headscope.atlas import Atlas, Provenance, read_atlas, rows_frame
 from headscope.cli import app
-from headscope.engine import load_backend
+from headscope.engine import hf_cache, load_backend
 from headscope.engine.attention_window import AttentionWindow
 from headscope.errors import HeadscopeError
 from headscope.policies import evaluate_policy, kv_cache_bytes, policy_from_ranking, rank_kv_heads
@@ -103,7 +103,7 @@ def test_kv_bytes_match_a_real_cache(folder, backend):
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(torch.tensor([PROMPT]), past_key_values=cache, use_cache=True)
+        model(torch.tensor([PROMPT]), **hf_cache.cache_kwargs(model, cache))
     real = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
                for layer in cache.layers)
     spec = backend.spec
