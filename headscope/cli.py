@@ -248,6 +248,74 @@ def analyzers() -> None:
     console.print(table)
 
 
+@app.command("policy")
+def policy_command(
+    atlas_path: Path = typer.Argument(..., metavar="ATLAS", help="an atlas with the scores the rule reads"),
+    out: Path = typer.Option(Path("kv_policy"), "--out", "-o", help="folder for policy.json, full_attention_heads.tsv, config.json"),
+    rule: str = typer.Option("retrieval", help="retrieval, razor (echo + induction), sinks, or metric"),
+    metric: Optional[str] = typer.Option(None, help="with --rule metric: the per-head metric to rank by"),
+    direction: str = typer.Option("higher", help="with --rule metric: 'higher' or 'lower' values keep a head full"),
+    aggregate: str = typer.Option("max", help="query heads -> KV head: max (golden-stick) or mean (kvpress)"),
+    budget: float = typer.Option(0.25, help="fraction of KV heads kept full (0-1)"),
+    sink: int = typer.Option(4, help="first tokens a streaming head keeps"),
+    window: int = typer.Option(128, help="most recent tokens a streaming head keeps (DuoAttention's recent_size)"),
+    model: Optional[str] = typer.Option(None, help="the model, when the atlas holds several"),
+) -> None:
+    """Rank KV heads from an atlas and write a KV-cache policy (JSON + DuoAttention's format)."""
+    from headscope.paths import check_output_path
+    from headscope.policies.api import make_policy
+    from headscope.policies.policy import describe
+
+    check_output_path(out / "policy.json", what="--out")
+    made = make_policy(atlas_path, out=out, rule=rule, aggregation=aggregate, budget=budget, sink=sink,
+                       window=window, model=model, metric=metric, direction=direction)
+    console.print(safe(describe(made)))
+    console.print(f"wrote {safe(out / 'policy.json')}, {safe(out / 'full_attention_heads.tsv')} and {safe(out / 'config.json')}")
+
+
+@app.command("evaluate-policy")
+def evaluate_policy_command(
+    model: str = typer.Argument(..., help="the model the policy was made for (embedded alias, folder, hub id)"),
+    policy_path: Path = typer.Argument(..., metavar="POLICY", help="policy.json (or its folder) from `headscope policy`"),
+    out: Path = typer.Option(Path("kv_policy_eval.parquet"), "--out", "-o", help="atlas with the model-level rows; the curve goes beside it (.html)"),
+    context_lengths: str = typer.Option("2k", "--context-lengths", help="needle context lengths, e.g. 2k,4k"),
+    budgets: str = typer.Option("0.1,0.25,0.5", help="fractions of KV heads kept full"),
+    needles: int = typer.Option(4, help="needles per context length"),
+    seeds: int = typer.Option(3, help="random policies per budget"),
+    max_new_tokens: int = typer.Option(32, help="answer tokens decoded"),
+    backend: str = typer.Option("auto", help="auto, transformer-lens or nnsight"),
+    device: str = typer.Option("cpu", help="cpu, cuda, mps"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Needle accuracy and KV bytes with POLICY applied, vs full cache, random and lowest-ranked policies."""
+    from headscope.paths import check_output_path
+    from headscope.policies.api import evaluate
+    from headscope.scanning import parse_lengths
+
+    check_output_path(out, what="--out")
+    try:
+        fractions = [float(b) for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise HeadscopeError(f"--budgets '{budgets}' is not a comma list of fractions, e.g. 0.1,0.25,0.5") from None
+    _, evaluation = evaluate(model, policy_path, out=out, context_lengths=parse_lengths(context_lengths),
+                             budgets=fractions, n_needles=needles, random_seeds=seeds, max_new_tokens=max_new_tokens,
+                             backend=backend, device=device, dtype=dtype, progress=not quiet)
+    table = Table(title="needle accuracy under KV-cache policies")
+    for column in ("context", "condition", "budget", "accuracy", "spread", "recall", "KV MiB", "full KV heads"):
+        table.add_column(column)
+    for row in evaluation.table().to_dict("records"):
+        spread = f"{row['accuracy_std']:.2f} ({row['seeds']} seeds)" if row["condition"] == "random" else ""
+        table.add_row(str(row["context_length"]), row["condition"], f"{row['budget']:.2f}", f"{row['accuracy']:.2f}",
+                      spread, f"{row['recall']:.2f}", f"{row['kv_bytes'] / 2**20:.1f}", f"{row['full_kv_heads']:.0f}")
+    console.print(table)
+    curve = out.with_suffix(".html")
+    from headscope.atomic import atomic_write_text
+
+    atomic_write_text(curve, evaluation.figure().to_html(include_plotlyjs=True, full_html=True))
+    console.print(f"wrote {safe(out)} (model-level rows) and the curve {safe(curve)}")
+
+
 def _optional_ray_address(argv: list[str]) -> list[str]:
     """`--ray` may stand alone (a local Ray): give it the value "local" when no address follows."""
     out = list(argv)

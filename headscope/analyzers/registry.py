@@ -68,32 +68,27 @@ def expand_names(names: list[str] | tuple[str, ...] | str) -> list[str]:
 
 
 def _register_builtins() -> None:
+    """The analyzers that ship with headscope, in the order `headscope analyzers` lists them."""
+    from headscope.analyzers.copy_suppression import CopySuppressionAnalyzer
     from headscope.analyzers.duplicate_token import DuplicateTokenAnalyzer
+    from headscope.analyzers.function_vector import FunctionVectorAnalyzer
     from headscope.analyzers.induction import InductionAnalyzer
+    from headscope.analyzers.kv_policy import KVPolicyAnalyzer
     from headscope.analyzers.lookback import LookbackLensAnalyzer
     from headscope.analyzers.maps import MapsAnalyzer
+    from headscope.analyzers.positional import PositionalAnalyzer
     from headscope.analyzers.previous_token import PreviousTokenAnalyzer
     from headscope.analyzers.retrieval import RetrievalAnalyzer
     from headscope.analyzers.safety import SafetyHeadAnalyzer
     from headscope.analyzers.select_and_copy import SelectAndCopyAnalyzer
     from headscope.analyzers.sinks import SinkAnalyzer
-
-    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
-                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer):
-        register_analyzer(cls)
-    _register_taxonomy()
-
-
-def _register_taxonomy() -> None:
-    """Issue 21: positional, successor, copy-suppression, function-vector and truthfulness heads."""
-    from headscope.analyzers.copy_suppression import CopySuppressionAnalyzer
-    from headscope.analyzers.function_vector import FunctionVectorAnalyzer
-    from headscope.analyzers.positional import PositionalAnalyzer
     from headscope.analyzers.successor import SuccessorAnalyzer
     from headscope.analyzers.truthfulness import TruthfulnessAnalyzer
 
-    for cls in (PositionalAnalyzer, SuccessorAnalyzer, CopySuppressionAnalyzer, FunctionVectorAnalyzer,
-                TruthfulnessAnalyzer):
+    for cls in (PreviousTokenAnalyzer, DuplicateTokenAnalyzer, InductionAnalyzer, SinkAnalyzer, RetrievalAnalyzer,
+                MapsAnalyzer, SelectAndCopyAnalyzer, LookbackLensAnalyzer, SafetyHeadAnalyzer,
+                PositionalAnalyzer, SuccessorAnalyzer, CopySuppressionAnalyzer, FunctionVectorAnalyzer,
+                TruthfulnessAnalyzer, KVPolicyAnalyzer):
         register_analyzer(cls)
 
 

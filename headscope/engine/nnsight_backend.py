@@ -50,6 +50,7 @@ from headscope.engine.backend import (
     select_rows,
 )
 from headscope.engine import hf_cache
+from headscope.engine import attention_window
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.hf_interventions import hooked_interventions, query_norm_is_heads_first
 from headscope.engine.intervention import Intervention
@@ -176,12 +177,21 @@ class NNsightBackend:
         bad = [layer for item in interventions for layer in item.layers if not 0 <= layer < self.spec.n_layers]
         if bad:
             raise HeadscopeError(f"intervention layers {bad} are outside 0..{self.spec.n_layers - 1}: fix the head list")
+        interventions, windows = attention_window.split_windows(interventions)
+        for window in windows:
+            window.check(self.spec)
         modules = [self.model._module.get_submodule(site.attention_path) for site in self.sites]
         if getattr(self, "_query_norm_heads_first", None) is None:
             self._query_norm_heads_first = query_norm_is_heads_first(self.model._module, modules[0], self.spec.n_heads)
         with hooked_interventions(modules, self.spec, interventions, lambda: self._phase,
-                                  query_norm_heads_first=self._query_norm_heads_first):
-            yield
+                                  query_norm_heads_first=self._query_norm_heads_first), \
+                attention_window.mask_hooks(modules, self.spec, windows, lambda: self._phase):
+            outer = list(getattr(self, "_windows", []))
+            self._windows = outer + windows
+            try:
+                yield
+            finally:
+                self._windows = outer
 
     @contextlib.contextmanager
     def _in_phase(self, phase: str) -> Iterator[None]:
@@ -210,6 +220,7 @@ class NNsightBackend:
         if needs.rows_only and query_positions is None:
             raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
         self._check_pattern(needs)
+        attention_window.refuse_padding(batch.attention_mask, getattr(self, "_windows", []))
         encoding = self._encoding(batch.input_ids, batch.attention_mask)
         if self.remote:
             return self._run_remote(encoding, needs, on_layer, query_positions)
@@ -226,6 +237,7 @@ class NNsightBackend:
         if self.remote:
             raise HeadscopeError("last-token passes are not available with --remote: run the analyzer locally")
         check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
+        attention_window.refuse_padding(batch.attention_mask, getattr(self, "_windows", []))
         if start_layer:
             with self._skipping_layers(start_layer, resid):
                 return self._last_token(batch)

@@ -27,6 +27,7 @@ from headscope.engine.backend import (
     select_rows,
 )
 from headscope.engine import hf_cache
+from headscope.engine import attention_window
 from headscope.engine.batch import ProbeBatch
 from headscope.engine.intervention import Intervention
 from headscope.engine.spec import ModelSpec
@@ -89,6 +90,10 @@ class TransformerLensBackend:
             bad = [layer for layer in item.layers if not 0 <= layer < self.spec.n_layers]
             if bad:
                 raise HeadscopeError(f"intervention layers {bad} are outside 0..{self.spec.n_layers - 1}: fix the head list")
+        windows = attention_window.split_windows(interventions)[1]
+        for window in windows:
+            window.check(self.spec)
+        attention_window.check_bridge_recomputes(self.bridge, windows)
         before = list(self._interventions)
         self._interventions = before + list(interventions)
         try:
@@ -102,8 +107,9 @@ class TransformerLensBackend:
         # undo e.g. a query scaling), before the rotary embedding.
         points = self._hook_points()
         heads_first_already = {"pattern"} | ({"q_raw", "k_raw"} if self._q_raw_hook.endswith("_normed") else set())
-        hooks: list[tuple[str, Callable]] = []
-        for item in self._interventions:
+        tensor_items, windows = attention_window.split_windows(self._interventions)
+        hooks: list[tuple[str, Callable]] = attention_window.score_hooks(windows, self.spec, phase)
+        for item in tensor_items:
             if phase not in item.phases:
                 continue
 
@@ -191,6 +197,7 @@ class TransformerLensBackend:
         query_positions = batch.query_positions.to(self.device) if batch.query_positions is not None else None
         if needs.rows_only and query_positions is None:
             raise ValueError("Needs.rows_only requires ProbeBatch.query_positions")
+        attention_window.refuse_padding(batch.attention_mask, attention_window.split_windows(self._interventions)[1])
         hooks = self._intervention_hooks("forward") + self._layer_hooks(needs, on_layer, query_positions, [None])
         with torch.inference_mode():
             logits = self.bridge.run_with_hooks(
@@ -207,6 +214,7 @@ class TransformerLensBackend:
         `start_layer` > 0 feeds `resid` into that block (the bridge's `start_at_layer`), skipping the ones before.
         """
         check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
+        attention_window.refuse_padding(batch.attention_mask, attention_window.split_windows(self._interventions)[1])
         last = last_real_positions(batch.attention_mask).to(self.device)
         captured: dict[str, torch.Tensor] = {}
 
