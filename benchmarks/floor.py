@@ -52,6 +52,8 @@ CELLS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 LONG_ANALYZERS = ("sinks", "retrieval", "previous-token")
 LENGTHS = (1024, 4096, 8192, 16384, 32768)
+# Full-pattern analyzers hold [head, T, T] per layer (eager attention): beyond this the cell is not run.
+LONG_MAX = {"previous-token": 4096, "duplicate-token": 4096, "induction": 4096, "classic": 4096}
 
 
 # --- memory ------------------------------------------------------------------------------------------------
@@ -263,6 +265,9 @@ def main() -> None:
         for name in [n.strip() for n in args.long_analyzers.split(",") if n.strip()]:
             cells = []
             for length in lengths:
+                if length > LONG_MAX.get(name, length):
+                    cells.append("not run (O(T²) patterns)")
+                    continue
                 cell = run_cell(args, name, "scan", length)
                 cells.append(fmt_s(cell) if "error" in cell else
                              f"{cell['median_s']:.1f} s, +{cell['peak_extra_mb']:.0f} MB")
