@@ -139,6 +139,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_grad_enabled(False)
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     name, what = args.analyzer, args.child
     floor_kind, params, quick = CELLS[name]
     params = dict(quick if args.quick else params)
@@ -189,7 +191,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def run_cell(args: argparse.Namespace, analyzer: str, what: str, length: int = 0) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", what, "--analyzer", analyzer, "--model", args.model,
                "--backend", args.backend, "--batch", str(args.batch), "--repeats", str(args.repeats),
-               "--short-s", str(args.short_s), "--length", str(length)] + (["--quick"] if args.quick else [])
+               "--short-s", str(args.short_s), "--length", str(length), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     if out.returncode != 0:
         lines = (out.stderr or out.stdout).strip().splitlines()
@@ -226,6 +228,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="backend of the scan cells (floors are plain HF)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default); 1 is "
+                        "steadier on a machine other work shares")
     parser.add_argument("--short-s", type=float, default=30.0, help="repeat a cell only when its first run is shorter")
     parser.add_argument("--only", default=",".join(CELLS), help="comma list of analyzers for the ratio table")
     parser.add_argument("--quick", action="store_true", help="smaller suites (a smoke run)")
@@ -243,7 +247,8 @@ def main() -> None:
         return
 
     print(f"Machine: {machine()}\n")
-    print(f"Model {args.model} fp32, scan backend `{args.backend}`, batch {args.batch}"
+    print(f"Model {args.model} fp32, scan backend `{args.backend}`, batch {args.batch}, "
+          f"torch threads {args.threads or 'default'}"
           f"{' (quick sizes)' if args.quick else ''}.\n")
     if not args.long_only:
         print("| analyzer | inputs | floor | floor time | scan time | ratio | scan peak +MB | floor peak +MB |")
