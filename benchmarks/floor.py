@@ -77,7 +77,7 @@ def peak_mb() -> float:
 
 
 # --- one cell (child process) --------------------------------------------------------------------------------
-def build(name: str, params: dict[str, Any], backend: Any, batch_size: int) -> tuple[list, Any, Any]:
+def build(name: str, params: dict[str, Any], backend: Any, batch_size: int, long_len: int = 0) -> tuple[list, Any, Any]:
     """The analyzers of `name` (a group expands), their context and their (shared) suite."""
     from headscope.analyzers import ScanContext
     from headscope.analyzers.registry import analyzer_class, expand_names
@@ -88,7 +88,23 @@ def build(name: str, params: dict[str, Any], backend: Any, batch_size: int) -> t
         fields = set(cls.Params.__dataclass_fields__)
         analyzers.append(cls(**{k: v for k, v in params.items() if k in fields}))
     ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size)
-    return analyzers, ctx, analyzers[0].build_suite(ctx)
+    suite = analyzers[0].build_suite(ctx)
+    if long_len and name == "sinks":
+        suite = long_text_suite(suite, long_len)
+    return analyzers, ctx, suite
+
+
+def long_text_suite(suite: Any, length: int) -> Any:
+    """One sequence of exactly `length` tokens: the shipped natural texts (each shorter than that) end to end,
+    repeated, BOS kept only at the front; without this a sinks cell would measure a short text at every length."""
+    from headscope.probes import TokenSuite
+
+    first, rest = suite.sequences[0], [s[1:] for s in suite.sequences]
+    ids = list(first)
+    while len(ids) < length:
+        for seq in rest:
+            ids.extend(seq)
+    return TokenSuite(f"{suite.name}-{length}", [ids[:length]], [suite.samples[0]], suite.details)
 
 
 def scan_once(backend: Any, analyzers: list, ctx: Any, suite: Any) -> None:
@@ -163,7 +179,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         config = hf.config
         spec = spec_from_config(config, config.get_text_config(), tokenizer)
         backend = SimpleNamespace(spec=spec, tokenizer=tokenizer, name=f"hf {attn}")
-    analyzers, ctx, suite = build(name, params, backend, args.batch)
+    analyzers, ctx, suite = build(name, params, backend, args.batch, args.length)
     if what == "scan":
         once = lambda: scan_once(backend, analyzers, ctx, suite)  # noqa: E731
     else:
@@ -184,6 +200,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             once()
             times.append(time.perf_counter() - start)
     return {"analyzer": name, "what": what, "floor": floor_kind, "median_s": statistics.median(times), "n": len(times), "warmed": warmed,
+            "tokens": sum(len(seq) for seq in suite.sequences),
             "peak_extra_mb": peak, "loaded_mb": loaded, "backend": getattr(backend, "name", "?")}
 
 
@@ -260,6 +277,7 @@ def main() -> None:
                      else "-")
             inputs = ", ".join(f"{k}={v}" for k, v in (quick if args.quick else params).items()) or "weights"
             peak = lambda c: f"{c['peak_extra_mb']:.0f}" if "error" not in c else "-"  # noqa: E731
+            inputs += f" ({scan['tokens']} tokens)" if "tokens" in scan else ""
             print(f"| {name} ({scan.get('backend', '?')}) | {inputs} | {kind} | {fmt_s(floor)} | {fmt_s(scan)} | "
                   f"{ratio} | {peak(scan)} | {peak(floor)} |", flush=True)
     if not args.no_long:
