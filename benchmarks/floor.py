@@ -209,7 +209,10 @@ def run_cell(args: argparse.Namespace, analyzer: str, what: str, length: int = 0
     command = [sys.executable, __file__, "--child", what, "--analyzer", analyzer, "--model", args.model,
                "--backend", args.backend, "--batch", str(args.batch), "--repeats", str(args.repeats),
                "--short-s", str(args.short_s), "--length", str(length), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
-    out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"not finished in {args.timeout:.0f} s"}
     if out.returncode != 0:
         lines = (out.stderr or out.stdout).strip().splitlines()
         return {"error": lines[-1][:160] if lines else f"exit {out.returncode}"}
