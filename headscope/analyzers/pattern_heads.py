@@ -63,10 +63,15 @@ class PatternHeadAnalyzer(StreamingAnalyzer):
         self._batch_masks: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def _masks(self, batch: ProbeBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Detection pattern and the region that counts, both [batch, 1, query, key]; built once per batch."""
+        """Detection pattern and counted region as the columns of one [batch, query*key, 2] matrix, and the
+        pattern's size per sequence [batch, 1]; built once per batch.
+
+        Scoring is then one batched matrix product per layer (`observe`), which reads the attention once
+        instead of materialising masked copies of it.
+        """
         if self._batch_masks is None or self._batch_masks[0] != id(batch):
             valid = batch.valid.to(device)
-            t = valid.shape[1]
+            n, t = valid.shape
             causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
             region = valid[:, :, None] & valid[:, None, :] & causal
             if self.params.exclude_bos:
@@ -75,18 +80,23 @@ class PatternHeadAnalyzer(StreamingAnalyzer):
             if self.params.exclude_current_token:
                 region &= ~torch.eye(t, dtype=torch.bool, device=device)
             pattern = self.detection_pattern(batch.input_ids.to(device), valid).bool() & region
-            self._batch_masks = (id(batch), pattern[:, None].float(), region[:, None].float())
+            columns = torch.stack((pattern.reshape(n, t * t), region.reshape(n, t * t)), dim=-1).float()
+            self._batch_masks = (id(batch), columns, pattern.sum((-2, -1)).float()[:, None])
         return self._batch_masks[1], self._batch_masks[2]
 
     def observe(self, batch: ProbeBatch, acts: LayerActivations) -> None:
         attention = acts.pattern  # [batch, head, query, key]
-        pattern, region = self._masks(batch, attention.device)
-        attention = attention * region
+        columns, pattern_size = self._masks(batch, attention.device)
+        n, heads, t, _ = attention.shape
+        # [batch, head, 2]: sum(A * P) and sum(A * R) (P lies inside R, so A * R * P = A * P)
+        sums = torch.bmm(attention.reshape(n, heads, t * t), columns)
+        on_pattern, on_region = sums[..., 0], sums[..., 1]
         if self.params.error_measure == "mul":
-            score = (attention * pattern).sum((-2, -1)) / attention.sum((-2, -1)).clamp(min=1e-12)
+            score = on_pattern / on_region.clamp(min=1e-12)
         else:
+            # sum over R of |A - P| with 0 <= A <= 1 and P a 0/1 subset of R: A off the pattern, 1 - A on it
             n_tokens = batch.valid.sum(-1).to(attention.device).float()[:, None]
-            score = 1.0 - ((attention - pattern).abs() * region).sum((-2, -1)) / n_tokens
+            score = 1.0 - (on_region - 2.0 * on_pattern + pattern_size) / n_tokens
         self._moments.add(acts.layer, score)
 
     def state(self) -> dict[str, torch.Tensor]:
