@@ -251,7 +251,16 @@ def test_layer_grouped_passes_equal_one_forward_per_head_to_1e6(deep_dir, backen
     heads = [(layer, head) for layer in range(4) for head in range(N_HEADS)]
     passes = _passes([[h] for h in heads], 3, by_layer=True)
     assert all(len(p) <= 3 and len({heads[i][0] for i in p}) == 1 for p in passes) and len(passes) == 8
-    base, ablated = analyzer.score_ships(backend, PROMPTS[:1], HeadAblation("scale", 1e-4))
+    hf = backend.bridge.original_model if backend_name == "transformer-lens" else backend.model._module
+    calls = []
+    handles = [layer.register_forward_hook(lambda *_: calls.append(1)) for layer in hf.model.layers]
+    try:
+        base, ablated = analyzer.score_ships(backend, PROMPTS[:1], HeadAblation("scale", 1e-4))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # layers run: 2 intact forwards (4 each) + per layer L two passes (3 + 1 rows) of layers L..3; no skipped layer runs
+    assert len(calls) == 8 + 2 * (4 + 3 + 2 + 1)
     model = hf_eager(deep_dir)
     for index, ids in enumerate(PROMPTS[:1]):
         base_logits, base_hidden = hooked_run(model, ids, [], 1e-4)
