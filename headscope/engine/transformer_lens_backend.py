@@ -226,8 +226,9 @@ class TransformerLensBackend:
         hooks = self._intervention_hooks("forward") + [("unembed.hook_in", keep_last)]
         with torch.inference_mode():
             if start_layer:
-                logits = self.bridge.run_with_hooks(resid.to(self.device, self.dtype), start_at_layer=start_layer,
-                                                    fwd_hooks=hooks, return_type="logits")
+                with _skipping_blocks(self.bridge, start_layer):
+                    logits = self.bridge.run_with_hooks(resid.to(self.device, self.dtype), start_at_layer=start_layer,
+                                                        fwd_hooks=hooks, return_type="logits")
             else:
                 logits = self.bridge.run_with_hooks(
                     batch.input_ids.to(self.device),
@@ -350,3 +351,32 @@ def _spec_from_bridge(bridge: Any) -> ModelSpec:
         pad_token_id=first_int(getattr(tokenizer, "pad_token_id", None), getattr(hf_config, "pad_token_id", None)),
         architecture=str((getattr(hf_config, "architectures", None) or [type(bridge.original_model).__name__])[0]),
     )
+
+
+class _SkippedBlock(torch.nn.Module):
+    """Stands in for a block below `start_at_layer`: hands its hidden states on unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
+@contextlib.contextmanager
+def _skipping_blocks(bridge: Any, start_layer: int) -> Iterator[None]:
+    """Blocks before `start_layer` become pass-throughs in the Hugging Face layer list the bridge drives.
+
+    The bridge's `start_at_layer` (TL 4.3) still runs blocks 0..k-1 and then discards their output (block k swaps
+    the caller's residual back in), so without this a resumed pass costs a full forward. Restored on exit.
+    """
+    first = bridge.blocks[0]
+    found = [(m, name) for m in bridge.original_model.modules() for name, child in m.named_children()
+             if isinstance(child, torch.nn.ModuleList) and len(child) and child[0] is first]
+    if len(found) != 1:  # unknown layout: run every block, as the bridge does
+        yield
+        return
+    parent, name = found[0]
+    original = getattr(parent, name)
+    setattr(parent, name, torch.nn.ModuleList([_SkippedBlock() for _ in range(start_layer)] + list(original)[start_layer:]))
+    try:
+        yield
+    finally:
+        setattr(parent, name, original)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tqdm.auto import tqdm
 from planted_safety import ANSWER, PLANTED_HEAD, REFUSAL, build_planted_refusal_llama, harmful_prompt
 from reference import hf_eager
 from tiny_models import build_tiny_model
@@ -229,3 +230,53 @@ def test_cli_scan_and_diff_name_the_planted_head(planted_dir, tiny_dir, tmp_path
     assert shown.exit_code == 0 and "L1H2" in shown.output
     missing = runner.invoke(app, ["diff", str(outs["tuned"]), str(outs["base"]), "-m", "nope"])
     assert missing.exit_code != 0 and "not in the after atlas" in str(missing.exception)
+
+
+@pytest.fixture(scope="module")
+def deep_dir(tmp_path_factory):
+    return build_tiny_model("llama", tmp_path_factory.mktemp("safety_llama4"), seed=5, num_hidden_layers=4)
+
+
+@pytest.mark.parametrize("backend_name", ["transformer-lens", "nnsight"])
+def test_layer_grouped_passes_equal_one_forward_per_head_to_1e6(deep_dir, backend_name):
+    """The optimised path (passes grouped by first ablated layer, each started from the intact residual
+    stream) against one hooked Hugging Face forward per (head, prompt): the ablated final hidden state
+    (Sahara's input) to 1e-6, KL to 1e-4 relative; head sets also in an order that is not by layer."""
+    from headscope.analyzers.safety import _passes
+    from headscope.circuits.ablation import HeadAblation
+
+    backend = load_backend(str(deep_dir), backend=backend_name, quiet=True)
+    analyzer = SafetyHeadAnalyzer(rows_per_pass=3)
+    analyzer.reset(backend.spec)
+    heads = [(layer, head) for layer in range(4) for head in range(N_HEADS)]
+    passes = _passes([[h] for h in heads], 3, by_layer=True)
+    assert all(len(p) <= 3 and len({heads[i][0] for i in p}) == 1 for p in passes) and len(passes) == 8
+    hf = backend.bridge.original_model if backend_name == "transformer-lens" else backend.model._module
+    calls = []
+    handles = [layer.register_forward_hook(lambda *_: calls.append(1)) for layer in hf.model.layers]
+    try:
+        base, ablated = analyzer.score_ships(backend, PROMPTS[:1], HeadAblation("scale", 1e-4))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # layers run: 2 intact forwards (4 each) + per layer L two passes (3 + 1 rows) of layers L..3; no skipped layer runs
+    assert len(calls) == 8 + 2 * (4 + 3 + 2 + 1)
+    model = hf_eager(deep_dir)
+    for index, ids in enumerate(PROMPTS[:1]):
+        base_logits, base_hidden = hooked_run(model, ids, [], 1e-4)
+        np.testing.assert_allclose(base[index].double().numpy(), base_hidden, atol=1e-6)
+        for row, (layer, head) in enumerate(heads):
+            logits, hidden = hooked_run(model, ids, [(layer, head)], 1e-4)
+            np.testing.assert_allclose(float(analyzer.kl[index, layer, head]), kl_reference(base_logits, logits),
+                                       rtol=1e-4, atol=1e-12)  # a random tiny model's KLs are ~1e-7
+            np.testing.assert_allclose(ablated[row, index].double().numpy(), hidden, atol=1e-6)
+    assert analyzer.kl.min() > 1e-9  # not trivially zero
+    assert torch.cdist(ablated[:, 0], ablated[:, 0]).add(torch.eye(len(heads))).min() > 1e-4  # a swapped row shows
+    # Sahara-style sets in a shuffled order: rows come back to their own set
+    sets = [[(3, 1), h] for h in [(3, 0), (1, 2), (2, 3), (1, 0), (0, 1)]]
+    assert sorted(i for p in _passes(sets, 3, by_layer=True) for i in p) == list(range(len(sets)))
+    bar = tqdm(disable=True)
+    for rows, _, hidden in analyzer._ablated_passes(backend, PROMPTS[0], sets, HeadAblation("scale", 1e-5), bar):
+        for offset, row in enumerate(rows):
+            expected = hooked_run(model, PROMPTS[0], sets[row], 1e-5)[1]
+            np.testing.assert_allclose(hidden[offset].double().numpy(), expected, atol=1e-6)
