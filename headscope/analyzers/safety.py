@@ -297,7 +297,9 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
                                           "angles": list(self.sahara_trace)}}
         if self.check is not None:
             out["check"] = self.check.as_dict()
-        return out
+        from headscope.side_outputs import finite
+
+        return finite(out)
 
 
 def _copies(prompt: list[int], n: int) -> ProbeBatch:
