@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -166,6 +167,8 @@ def test_notebook_runs(tmp_path):
     text = cell_outputs(notebook)
     assert "kept_samples" in text and "top-5 masked" in text
     assert (tmp_path / "retrieval_atlas.parquet").exists()
+    side = json.loads((tmp_path / "retrieval_atlas.retrieval.json").read_text())
+    assert len(side["samples"]) == 3 and side["masking"]["k"] == 5
 
 
 def test_hub_source_offline_is_a_clear_error(monkeypatch):
