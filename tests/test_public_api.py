@@ -10,8 +10,8 @@ from headscope.atlas import Atlas, merge_atlases, read_atlas
 
 
 def test_public_functions_say_what_they_take_and_return():
-    for function in (headscope.scan, read_atlas, merge_atlases, Atlas.read, Atlas.save, Atlas.top, Atlas.to_frame,
-                     Atlas.head_rows, Atlas.layer_metrics, Atlas.scalar_metrics, Atlas.model_metrics):
+    for function in (headscope.scan, headscope.read_side_output, read_atlas, merge_atlases, Atlas.read, Atlas.save,
+                     Atlas.top, Atlas.to_frame, Atlas.head_rows, Atlas.layer_metrics, Atlas.scalar_metrics, Atlas.model_metrics):
         doc = inspect.getdoc(function) or ""
         assert "Args:" in doc and "Returns:" in doc, function.__qualname__
 

@@ -222,6 +222,15 @@ class LookbackLensAnalyzer(DrivingAnalyzer):
                  for metric, value in model_level.items()]
         return rows
 
+    def side_output(self) -> dict[str, Any] | None:
+        """Per-item answers and labels, and the detector (the same JSON `detector.save` writes; null with one label)."""
+        import json
+
+        from headscope.side_outputs import finite
+
+        detector = json.loads(self.detector.to_json()) if self.detector is not None else None
+        return finite({"generations": self.generations(), "detector": detector})
+
     def generations(self) -> list[dict[str, Any]]:
         """What the model answered on each item and the label the rule gave it (for notebooks and reports)."""
         return [{"id": a.item.id, "task": a.item.task, "answer": a.answer, "gold": list(a.item.answers),

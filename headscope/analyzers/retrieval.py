@@ -148,6 +148,19 @@ class RetrievalAnalyzer(DrivingAnalyzer):
                                     "generated_ids": list(generated), "prompt_tokens": len(prompt),
                                     "scores": scores, "argmax_keys": argmax_keys[: len(generated)]})
 
+    def side_output(self) -> dict[str, Any] | None:
+        """Per-sample log (needle, depth, answer, ROUGE-1 recall, kept) without the tensors, the mean scores and
+        the masking check's results when it ran."""
+        from headscope.side_outputs import finite
+
+        log = [{k: v for k, v in s.items() if k not in ("scores", "argmax_keys")} for s in self.sample_log]
+        out: dict[str, Any] = {"samples": log, "mean_scores": self.mean_scores().tolist()}
+        if self.masking is not None:  # the causal check (mask_top_k > 0): (mean recall, accuracy) per condition
+            m = self.masking
+            out["masking"] = {"k": m.k, "top_heads": [list(h) for h in m.top_heads], "unmasked": list(m.unmasked),
+                              "top": list(m.top), "random": [list(r) for r in m.random]}
+        return finite(out)
+
     def mean_scores(self) -> torch.Tensor:
         """[layer, head] mean retrieval score over kept samples (NaN when none was kept)."""
         if not self._kept:

@@ -301,7 +301,9 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
                                           "angles": list(self.sahara_trace)}}
         if self.check is not None:
             out["check"] = self.check.as_dict()
-        return out
+        from headscope.side_outputs import finite
+
+        return finite(out)
 
 
 def _passes(head_sets: list[list[Head]], step: int, *, by_layer: bool) -> list[list[int]]:

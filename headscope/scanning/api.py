@@ -21,6 +21,7 @@ from headscope.scanning.params import build_analyzers
 from headscope.scanning.plan import check_accepts_prompts
 from headscope.probes.user_texts import texts_from
 from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings
+from headscope.side_outputs import side_output_path  # noqa: F401  (re-exported: headscope.scanning.side_output_path)
 
 
 def scan(
@@ -158,9 +159,3 @@ class _Result:
     atlas: Atlas
     side_outputs: dict[str, Any]
     cache: PartCache | None
-
-
-def side_output_path(atlas_path: str | Path, analyzer: str) -> Path:
-    """Where an analyzer's extras go beside an atlas: atlas.parquet -> atlas.<analyzer>.json."""
-    path = Path(atlas_path)
-    return path.with_name(f"{path.stem}.{analyzer}.json")

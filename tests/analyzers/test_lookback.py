@@ -228,6 +228,12 @@ def test_scan_drives_decoding_and_writes_rows(tiny_llama_backend, tmp_path):
     model = frame[frame.layer == -1].set_index("metric").value
     assert model["n_items"] == 3 and model["n_faithful"] + model["n_hallucinated"] == 3
     assert len(analyzer.generations()) == 3
+    side = json.loads(json.dumps(analyzer.side_output(), allow_nan=False))  # strict JSON: NaN would fail here
+    assert side["generations"] == json.loads(json.dumps(analyzer.generations()))
+    if analyzer.detector is None:
+        assert side["detector"] is None
+    else:
+        assert LookbackDetector.from_json(json.dumps(side["detector"])).coef.tolist() == analyzer.detector.coef.tolist()
 
 
 def test_smollm2_answers_and_ratios(smollm2_backend):
@@ -244,8 +250,11 @@ def test_smollm2_answers_and_ratios(smollm2_backend):
 def test_notebook_runs(tmp_path, tiny_llama_dir):
     from notebook_runner import cell_outputs, run_notebook
 
-    notebook = run_notebook("lookback_lens.ipynb", tmp_path, parameters={"MODEL": str(tiny_llama_dir)})
+    notebook = run_notebook("lookback_lens.ipynb", tmp_path,
+                            parameters={"MODEL": str(tiny_llama_dir), "N_ITEMS": 4, "MAX_NEW_TOKENS": 6})
     assert "lookback_ratio" in cell_outputs(notebook)
+    side = json.loads((tmp_path / "lookback_atlas.lookback.json").read_text())
+    assert len(side["generations"]) == 4 and {"answer", "faithful", "gold"} <= set(side["generations"][0])
 
 
 def test_cli_scan_lookback(tiny_llama_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -166,6 +167,8 @@ def test_notebook_runs(tmp_path):
     text = cell_outputs(notebook)
     assert "kept_samples" in text and "top-5 masked" in text
     assert (tmp_path / "retrieval_atlas.parquet").exists()
+    side = json.loads((tmp_path / "retrieval_atlas.retrieval.json").read_text())
+    assert len(side["samples"]) == 3 and side["masking"]["k"] == 5
 
 
 def test_hub_source_offline_is_a_clear_error(monkeypatch):
@@ -189,6 +192,7 @@ def test_parse_context_lengths():
 def test_cli_scan_retrieval_on_a_tiny_model(tiny_llama_dir, tmp_path):
     from typer.testing import CliRunner
 
+    from headscope import read_side_output
     from headscope.atlas import read_atlas
     from headscope.cli import app
 
@@ -201,6 +205,9 @@ def test_cli_scan_retrieval_on_a_tiny_model(tiny_llama_dir, tmp_path):
     metrics = atlas.model_metrics().set_index("metric")["value"]
     assert metrics["total_samples"] == 1 and metrics["chat_template"] == 0.0  # the tiny tokenizer has no template
     assert set(atlas.frame.query("layer >= 0")["metric"]) == {"retrieval_score", "retrieval_score_std", "is_retrieval"}
+    side = read_side_output(out, "retrieval")  # the per-sample log, JSON without the tensors
+    assert len(side["samples"]) == 1 and {"response", "rouge1_recall", "kept", "depth"} <= set(side["samples"][0])
+    assert "scores" not in side["samples"][0] and len(side["mean_scores"]) == 2
 
     too_long = CliRunner().invoke(app, ["scan", str(tiny_llama_dir), "--analyzers", "retrieval", "--context-lengths", "1k",
                                         "--out", str(out), "--quiet"])

@@ -20,8 +20,9 @@ def test_safety_heads_notebook(tmp_path):
     notebook = run_notebook("safety_heads.ipynb", tmp_path, timeout=900,
                             parameters={"TUNED": str(tuned.path), "N_PROMPTS": 2, "N_CHECK": 2})
     text = cell_outputs(notebook)
-    assert "refuses" in text and "answers" in text
-    assert "Sahara head: [(" in text
+    assert "refuses" in text and "first answer" in text
+    assert "Sahara head: ['" in text
     assert "delta" in text and "rank_after" in text
     assert "refusal rate intact" in text
+    assert (tmp_path / "safety_tuned.safety.json").is_file()
     assert (tmp_path / "safety_tuned.parquet").is_file() and (tmp_path / "safety_diff.html").stat().st_size > 1_000_000
