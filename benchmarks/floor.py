@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+
+from memory import peak_mb, reset_peak, rss_mb  # benchmarks/memory.py (scripts run from this folder)
 
 MODEL = "smollm2-135m-instruct"
 
@@ -57,23 +58,6 @@ LONG_MAX = {"previous-token": 4096, "duplicate-token": 4096, "induction": 4096, 
 
 
 # --- memory ------------------------------------------------------------------------------------------------
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def reset_peak() -> None:
-    """Linux: writing 5 to clear_refs resets VmHWM, so the peak excludes model loading."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # --- one cell (child process) --------------------------------------------------------------------------------
