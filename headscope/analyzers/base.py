@@ -13,6 +13,7 @@ import torch
 from headscope.analyzers.metrics import MetricDoc
 from headscope.engine import Backend, LayerActivations, ModelSpec, Needs, ProbeBatch, pad_sequences
 from headscope.engine.batch import PaddingSide
+from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite
 
 
@@ -161,6 +162,18 @@ def head_rows(
                 count = int(n[layer]) if hasattr(n, "__len__") else int(n)
                 rows.append(HeadValue(layer, head, metric, float(values[layer, head]), count))
     return rows
+
+
+def chosen_layers(param: str, layers: Iterable[Any], n_layers: int) -> list[int]:
+    """A `layers` parameter as layer numbers, refused in one line when not numbers or not in the model."""
+    try:
+        chosen = [int(layer) for layer in layers]
+    except ValueError:
+        raise HeadscopeError(f"{param} {list(layers)} must be layer numbers, e.g. 0,5,12") from None
+    bad = [layer for layer in chosen if not 0 <= layer < n_layers]
+    if bad:
+        raise HeadscopeError(f"{param} {bad} out of range: this model has layers 0-{n_layers - 1}")
+    return chosen
 
 
 def suite_batches(suite: TokenSuite, ctx: ScanContext) -> Iterator[ProbeBatch]:

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headscope.analyzers.metrics import MetricDoc
-from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, chosen_layers, head_rows
 from headscope.engine import Backend, ModelSpec, ModelWeights
 from headscope.errors import HeadscopeError
 from headscope.probes import TokenSuite, load_suite_records
@@ -158,13 +158,7 @@ class MapsAnalyzer(DrivingAnalyzer):
             raise HeadscopeError("maps.k and maps.k_copying must be at least 1")
         if p.block_size < 1:
             raise HeadscopeError("maps.block_size must be at least 1")
-        try:
-            chosen = [int(layer) for layer in p.layers]
-        except ValueError:
-            raise HeadscopeError(f"maps.layers {list(p.layers)} must be layer numbers, e.g. 0,5,12") from None
-        bad = [layer for layer in chosen if not 0 <= layer < ctx.spec.n_layers]
-        if bad:
-            raise HeadscopeError(f"maps.layers {bad} out of range: this model has layers 0-{ctx.spec.n_layers - 1}")
+        chosen_layers("maps.layers", p.layers, ctx.spec.n_layers)
         records, file_hash = load_suite_records(p.suite, required=("relation", "src", "dst"))
         relations = tokenize_relations(records, ctx.tokenizer, p)
         sequences, samples = [], []

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, head_rows
+from headscope.analyzers.base import DrivingAnalyzer, HeadValue, ScanContext, chosen_layers, head_rows
 from headscope.analyzers.metrics import MetricDoc
 from headscope.engine import Backend, ModelSpec, ModelWeights
 from headscope.errors import HeadscopeError
@@ -95,13 +95,7 @@ class SuccessorAnalyzer(DrivingAnalyzer):
         if p.effective_embedding not in EFFECTIVE_EMBEDDINGS:
             raise HeadscopeError(f"unknown successor.effective_embedding '{p.effective_embedding}': "
                                  f"use one of {', '.join(EFFECTIVE_EMBEDDINGS)}")
-        try:
-            chosen = [int(layer) for layer in p.layers]
-        except ValueError:
-            raise HeadscopeError(f"successor.layers {list(p.layers)} must be layer numbers, e.g. 0,5,12") from None
-        bad = [layer for layer in chosen if not 0 <= layer < ctx.spec.n_layers]
-        if bad:
-            raise HeadscopeError(f"successor.layers {bad} out of range: this model has layers 0-{ctx.spec.n_layers - 1}")
+        chosen_layers("successor.layers", p.layers, ctx.spec.n_layers)
         records, file_hash = load_suite_records(p.suite, required=("task", "sequence"))
         names = [str(r["task"]) for r in records]
         wanted = list(p.tasks) or names
