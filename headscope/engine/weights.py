@@ -119,12 +119,7 @@ def _decoder_layers(model: nn.Module) -> tuple[Any, str]:
         ("transformer.h", "gpt2"),
         ("gpt_neox.layers", "neox"),
     ):
-        node: Any = model
-        try:
-            for part in path.split("."):
-                node = getattr(node, part)
-        except AttributeError:
-            continue
+        node = _submodule(model, path)
         if isinstance(node, (nn.ModuleList, list)):
             return node, family
     raise HeadscopeError(
@@ -227,15 +222,18 @@ def weights_from_hf(model: nn.Module, *, n_heads: int, n_kv_heads: int, d_head: 
     )
 
 
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    """`model.<path>` (dotted), or None when the model has no such attribute."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
+
+
 def _final_norm(model: nn.Module) -> nn.Module | None:
     """The norm applied before the unembedding, by the usual HF attribute paths (None when absent)."""
     for path in ("model.norm", "model.language_model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
-        node: Any = model
-        try:
-            for part in path.split("."):
-                node = getattr(node, part)
-        except AttributeError:
-            continue
+        node = _submodule(model, path)
         if isinstance(node, nn.Module):
             return node
     return None
