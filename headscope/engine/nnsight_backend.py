@@ -225,8 +225,30 @@ class NNsightBackend:
         if self.remote:
             return self._run_remote(encoding, needs, on_layer, query_positions)
         rows = query_positions if needs.rows_only else None
-        with torch.inference_mode(), self._in_phase("forward"):
+        with torch.inference_mode(), self._in_phase("forward"), self._attention_for(needs):
             return self._trace(encoding, needs, on_layer, rows, step=None)
+
+    @contextlib.contextmanager
+    def _attention_for(self, needs: Needs) -> Iterator[None]:
+        """Run a pass that reads no attention weights with sdpa attention, restoring the loaded implementation after.
+
+        Why: eager attention materialises [batch, head, T, T] scores in every layer; sdpa does not (faster, and O(T)
+        memory). q/k/v are the attention call's inputs, computed before the call and identical either way (rotary,
+        q/k norm included); z, the call's output, equals eager's up to float rounding on every real position (pad
+        query rows, which attend to no key, may differ: analyzers ignore them). See `sdpa_serves`.
+        """
+        hf_model = self.model._module
+        if needs.pattern or self.attn_implementation != "eager" or getattr(self, "_windows", None) \
+                or not sdpa_serves(hf_model, [hf_model.get_submodule(s.attention_path) for s in self.sites[:1]]):
+            yield
+            return
+        saved = _attention_settings(hf_model)
+        hf_model.set_attn_implementation("sdpa")
+        try:
+            yield
+        finally:
+            for config, implementation in saved:
+                config._attn_implementation_internal = implementation
 
     def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> LastTokenOutput:
         """Logits and final hidden state at each row's last real token (an untraced Hugging Face forward).
@@ -466,6 +488,43 @@ class NNsightBackend:
                                position_ids=torch.full((n_rows, 1), position, device=self.device),
                                output_hidden_states=True, **hf_cache.cache_kwargs(hf_model, cache))
         return LastTokenOutput(out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float())
+
+
+def sdpa_serves(hf_model: torch.nn.Module, attention_modules: Sequence[torch.nn.Module]) -> bool:
+    """Whether transformers' sdpa attention computes what eager does for this model (up to rounding).
+
+    Refused (eager kept): models that do not support sdpa or cannot switch at run time, attention logit
+    soft-capping (Gemma-2: sdpa has no softcap), learned attention sinks (gpt-oss: extra softmax column), and
+    GPT-2's upcast/reordered path, which bypasses the attention interface.
+    """
+    if not getattr(hf_model, "_supports_sdpa", False):
+        return False
+    can_set = getattr(hf_model, "_can_set_attn_implementation", None)
+    if can_set is None or not can_set():
+        return False
+    config = hf_model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "attn_logit_softcapping", None) or getattr(text, "reorder_and_upcast_attn", False):
+        return False
+    return not any(getattr(module, "sinks", None) is not None for module in attention_modules)
+
+
+def _attention_settings(hf_model: torch.nn.Module) -> list[tuple[Any, Any]]:
+    """Every config of the model (sub-configs and submodels' too) with its attention implementation, to restore
+    exactly what `set_attn_implementation` changes."""
+    configs: dict[int, Any] = {}
+    pending = [module.config for module in hf_model.modules() if hasattr(module, "config")
+               and hasattr(module.config, "_attn_implementation_internal")]
+    while pending:
+        config = pending.pop()
+        if id(config) in configs:
+            continue
+        configs[id(config)] = config
+        for key in getattr(config, "sub_configs", {}) or {}:
+            sub = getattr(config, key, None)
+            if sub is not None and hasattr(sub, "_attn_implementation_internal"):
+                pending.append(sub)
+    return [(config, config._attn_implementation_internal) for config in configs.values()]
 
 
 class _PassThrough(torch.nn.Module):
