@@ -11,6 +11,7 @@ import json
 import pickle
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -63,11 +64,14 @@ def load_backend(
     revision: str | None = None,
     quiet: bool = False,
     remote: bool = False,
+    reads_weights: Callable[[str], bool] | None = None,
 ) -> Backend:
     """Resolve `model` (alias, folder or hub id) and load it behind `backend`.
 
     `remote=True` runs the model on NDIF through nnsight: `model` must be a hub id NDIF hosts, nothing is
     downloaded but its config and tokenizer, and the key comes from $NDIF_API_KEY.
+    `reads_weights(architecture)`: whether the scan reads attention weights (patterns, rows) on this architecture;
+    with `auto`, a scan that does not goes to nnsight, which runs such passes with sdpa (`choose_backend`).
     """
     torch_dtype = parse_dtype(dtype)
     check_device(device)
@@ -77,7 +81,7 @@ def load_backend(
         return _load_remote(model, backend=backend, dtype=torch_dtype, revision=revision)
     resolved = resolve_model(model, revision=revision, quiet=quiet)
     if backend == "auto":
-        backend = choose_backend(resolved.path)
+        backend = choose_backend(resolved.path, reads_weights)
     try:
         if backend == "nnsight":
             from headscope.engine.nnsight_backend import NNsightBackend
@@ -97,18 +101,45 @@ def load_backend(
         ) from None
 
 
-def choose_backend(path: Path) -> str:
-    """`auto`: the TransformerLens bridge when it fully adapts the model's architecture, else nnsight."""
+def choose_backend(path: Path, reads_weights: Callable[[str], bool] | None = None) -> str:
+    """`auto`: the TransformerLens bridge when it fully adapts the model's architecture, else nnsight.
+
+    Except for scans that read no attention weights (`reads_weights(architecture)` is False: sinks from q/k,
+    truthfulness, ...) on a model whose sdpa attention computes what eager does: those go to nnsight, which runs
+    them with sdpa, while the bridge always computes eager attention (docs/engine/backends.md, docs/performance.md).
+    """
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
 
     try:
-        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+        config = json.loads((Path(path) / "config.json").read_text())
+        architectures = config.get("architectures") or []
     except (OSError, json.JSONDecodeError):
         return "nnsight"
     supported = ArchitectureAdapterFactory._adapters
     if architectures and all(a in supported and a not in TL_INCOMPLETE for a in architectures):
+        if reads_weights is not None and not any(reads_weights(a) for a in architectures) \
+                and all(sdpa_matches_eager(a, config) for a in architectures):
+            return "nnsight"
         return "transformer-lens"
     return "nnsight"
+
+
+def sdpa_matches_eager(architecture: str, config: dict) -> bool:
+    """From the config alone: the model class supports sdpa, and nothing in its attention that sdpa drops is
+    set (logit soft-capping, learned sinks, GPT-2's upcast path). The loaded model is checked again per pass
+    (`nnsight_backend.sdpa_serves`)."""
+    import transformers
+
+    cls = getattr(transformers, architecture, None)
+    if cls is None or not getattr(cls, "_supports_sdpa", False):
+        return False
+    text = config.get("text_config") or config
+    return not (text.get("attn_logit_softcapping") or text.get("reorder_and_upcast_attn")
+                or architecture in SDPA_REFUSED)
+
+
+# Attention with learned sinks (an extra softmax column sdpa does not add): kept on eager attention.
+SDPA_REFUSED = frozenset({"GptOssForCausalLM"})
 
 
 def _load_remote(model: str, *, backend: str, dtype: torch.dtype, revision: str | None) -> Backend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,7 @@ from headscope.scanning.execute import Executor, execute_scan
 from headscope.scanning.params import build_analyzers
 from headscope.scanning.plan import check_accepts_prompts
 from headscope.probes.user_texts import texts_from
-from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings
+from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings, reads_attention_weights
 from headscope.side_outputs import side_output_path  # noqa: F401  (re-exported: headscope.scanning.side_output_path)
 
 
@@ -139,7 +140,10 @@ def _run(settings: RunSettings, built: list[Analyzer], progress: bool, parts: tu
          texts: tuple[str, ...] | None = None) -> _Result:
     """Load the model (unless `backend` is one the user holds), run the scan here or on Ray, with finished tasks
     cached in `parts` (folder, force); `texts` replace the probes of analyzers that accept prompts."""
-    loaded = backend if backend is not None else settings.load(quiet=not progress)
+    loaded = backend if backend is not None else settings.load(
+        quiet=not progress, reads_weights=lambda architecture: reads_attention_weights(built, architecture))
+    if settings.backend == "auto" and not settings.remote:  # Ray workers load the backend `auto` chose here
+        settings = dataclasses.replace(settings, backend=loaded.name)
     cache = PartCache(parts[0], settings.fingerprint(loaded), force=parts[1]) if parts else None
     executor: Executor | None = None
     if ray_address is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from headscope._version import __version__
 from headscope.analyzers import ScanContext
@@ -44,9 +44,9 @@ class RunSettings:
         """Settings describing an already-loaded backend (notebooks and tests scan one directly)."""
         return cls(model=backend.model_id, backend=backend.name, dtype=str(backend.dtype).removeprefix("torch."), **batching)
 
-    def load(self, *, quiet: bool = True) -> Backend:
+    def load(self, *, quiet: bool = True, reads_weights: Callable[[str], bool] | None = None) -> Backend:
         return load_backend(self.model, backend=self.backend, device=self.device, dtype=self.dtype, quiet=quiet,
-                            remote=self.remote)
+                            remote=self.remote, reads_weights=reads_weights)
 
     def context(self, backend: Backend, *, progress: bool = False) -> ScanContext:
         return ScanContext(backend.spec, backend.tokenizer, batch_size=self.batch_size,
@@ -57,3 +57,24 @@ class RunSettings:
         return {"model": backend.model_id, "revision": backend.revision, "dtype": str(backend.dtype), "backend": backend.name,
                 "batch_size": self.batch_size, "padding_side": self.padding_side, "shard_size": self.shard_size,
                 "headscope": __version__}
+
+
+def reads_attention_weights(analyzers: Sequence[Any], architecture: str) -> bool:
+    """Whether a scan of `analyzers` on `architecture` reads attention weights (patterns or rows): decides where
+    backend `auto` sends it (`engine.loading.choose_backend`). Analyzers that drive their own passes (decoding,
+    ablations) count as reading them: only streaming analyzers say what they read up front. Sinks is judged by
+    the score source it will resolve to on this architecture (q/k where exact, else patterns)."""
+    from headscope.analyzers.base import StreamingAnalyzer
+    from headscope.analyzers.sinks import SinkAnalyzer, resolve_score_source
+
+    for analyzer in analyzers:
+        if isinstance(analyzer, SinkAnalyzer):
+            p = analyzer.params
+            try:
+                if resolve_score_source(p.score_source, architecture, p.attn_scale) == "pattern":
+                    return True
+            except HeadscopeError:  # refused by the analyzer's own check, before any work
+                return True
+        elif not isinstance(analyzer, StreamingAnalyzer) or analyzer.needs.pattern:
+            return True
+    return False

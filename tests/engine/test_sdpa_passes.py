@@ -80,3 +80,27 @@ def test_sdpa_pass_matches_eager_and_hf(kind, tmp_path):
         predicted = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         rows = valid[:, None, :].expand(-1, spec.n_heads, -1)
         assert float((predicted - weights)[rows].abs().max()) < 1e-5, (kind, layer)
+
+
+def test_auto_sends_weightless_scans_to_nnsight(tiny_llama_dir, tmp_path):
+    from headscope import scan
+    from headscope.engine.loading import choose_backend
+    from headscope.scanning import build_analyzers
+    from headscope.scanning.settings import reads_attention_weights
+
+    # sinks resolves to its q/k path on Llama (no weights read); the classic analyzers read patterns
+    assert not reads_attention_weights(build_analyzers("sinks"), "LlamaForCausalLM")
+    assert reads_attention_weights(build_analyzers("sinks,induction"), "LlamaForCausalLM")
+    assert reads_attention_weights(build_analyzers("sinks", params={"sinks": {"score_source": "pattern"}}),
+                                   "LlamaForCausalLM")
+    assert reads_attention_weights(build_analyzers("sinks"), "Qwen2ForCausalLM")  # sinks needs patterns there
+    assert choose_backend(tiny_llama_dir) == "transformer-lens"
+    assert choose_backend(tiny_llama_dir, lambda architecture: True) == "transformer-lens"
+    assert choose_backend(tiny_llama_dir, lambda architecture: False) == "nnsight"
+    # soft-capped attention logits: sdpa would drop the cap, so the bridge keeps the scan
+    capped = build_tiny_model("llama", tmp_path / "capped")
+    config = (capped / "config.json").read_text().replace('"model_type"', '"attn_logit_softcapping": 50.0, "model_type"')
+    (capped / "config.json").write_text(config)
+    assert choose_backend(capped, lambda architecture: False) == "transformer-lens"
+    atlas = scan(str(tiny_llama_dir), "sinks", seq_len=16, n_samples=2)
+    assert set(atlas.frame["backend"]) == {"nnsight"}
