@@ -260,10 +260,11 @@ class NNsightBackend:
             raise HeadscopeError("last-token passes are not available with --remote: run the analyzer locally")
         check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
         attention_window.refuse_padding(batch.attention_mask, getattr(self, "_windows", []))
-        if start_layer:
-            with self._skipping_layers(start_layer, resid):
-                return self._last_token(batch)
-        return self._last_token(batch)
+        with self._attention_for(Needs()):  # reads no attention weights: sdpa where it serves
+            if start_layer:
+                with self._skipping_layers(start_layer, resid):
+                    return self._last_token(batch)
+            return self._last_token(batch)
 
     @contextlib.contextmanager
     def _skipping_layers(self, start_layer: int, resid: torch.Tensor) -> Iterator[None]:
@@ -407,7 +408,7 @@ class NNsightBackend:
         step_logits: list[torch.Tensor] = []
         step_needs = Needs(**{**vars(needs), "logits": True, "rows_only": False})
         with torch.inference_mode():
-            with self._in_phase("prefill"):
+            with self._in_phase("prefill"), self._attention_for(Needs()):  # the prefill reads no weights
                 for start in range(0, ids.shape[1] - 1, prefill_chunk):
                     end = min(start + prefill_chunk, ids.shape[1] - 1)
                     hf_model(input_ids=ids[:, start:end], **hf_cache.cache_kwargs(hf_model, cache))
@@ -421,7 +422,7 @@ class NNsightBackend:
                     "position_ids": torch.tensor([[position]], device=self.device),
                     **hf_cache.cache_kwargs(hf_model, cache),
                 }
-                with self._in_phase("decode"):
+                with self._in_phase("decode"), self._attention_for(step_needs):
                     logits = self._trace(
                         encoding, step_needs, on_layer, None, step=index, new_positions=1, n_keys=position + 1
                     )
@@ -478,7 +479,7 @@ class NNsightBackend:
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         cache = hf_cache.new_cache(hf_model.config)
         position = ids.shape[1] - 1
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention_for(Needs()):  # reads no attention weights
             with self._in_phase("prefill"):
                 hf_model(input_ids=ids[:, :-1], **hf_cache.cache_kwargs(hf_model, cache))
             cache.batch_repeat_interleave(n_rows)
