@@ -2,8 +2,18 @@
 
 The sink metric of Gu et al. 2024 (sail-sg/Attention-Sink `eval_sink_open_source.py`) needs only, per head,
 the column sums of the causal attention matrix, `sum_{i >= j} A[i, j]`. They are computed here from the
-post-RoPE queries and keys in blocks of queries, so peak memory is O(block x T) per head instead of O(T^2).
-Row entropies (Guo et al. 2024, active-dormant heads) are accumulated from the same blocks.
+post-RoPE queries and keys without the [query, key] pattern. Row entropies (Guo et al. 2024, active-dormant heads)
+come from the same pass.
+
+On CPU both come from two calls of torch's fused causal attention kernel (flash attention for CPU), which
+returns each row's log-sum-exp `lse_i` next to its output and never materialises the scores:
+  - entropy of row i: H_i = lse_i - scale * q_i . sum_j p_ij k_j, i.e. the kernel's output with the keys as
+    values (-sum p log p with log p_ij = scale q_i.k_j - lse_i);
+  - column sum j: sum_{i >= j} p_ij = exp(logsumexp_{i >= j}(scale q_i.k_j - lse_i)), the log-sum-exp of a second
+    causal call with the roles swapped: keys as queries, [scale q_i, -lse_i] as keys against [k_j, 1], both
+    sequences reversed so that "i >= j" becomes the causal "key before query".
+Elsewhere (other devices, or a torch without that kernel) the pattern is formed in blocks of query rows,
+O(block x T) per head. Both are checked against Hugging Face's eager attention weights in tests/analyzers/test_sinks.py.
 """
 
 from __future__ import annotations
@@ -59,15 +69,68 @@ def _masks(valid: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, to
 def stats_from_qk(
     q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, *, scale: float, block_size: int = 256
 ) -> ColumnStats:
-    """Column sums of softmax(q k^T * scale) under the causal + padding mask, by query blocks.
+    """Column sums and row entropies of softmax(q k^T * scale) under the causal + padding mask.
 
     q [batch, head, pos, d_head] and k [batch, kv_head, pos, d_head], both after RoPE. GQA: query head h reads
-    kv head `h // group_size`. Rows of padded queries are dropped; padded keys get no attention.
+    kv head `h // group_size`. Rows of padded queries are dropped; padded keys get no attention. Fused kernel
+    per sequence where it serves (CPU, each sequence's real tokens contiguous: left or right padding), else
+    blocks of `block_size` query rows.
     """
+    valid = valid.to(q.device).bool()
+    if _FLASH is not None and q.device.type == "cpu" and all(_contiguous(row) for row in valid):
+        return _stats_by_kernel(q, k, valid, scale)
+    return _stats_by_blocks(q, k, valid, scale, block_size)
+
+
+# torch's fused CPU attention, which also returns each row's log-sum-exp (absent: the block path serves)
+_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _contiguous(row: torch.Tensor) -> bool:
+    real = row.nonzero().flatten()
+    return len(real) == 0 or int(real[-1] - real[0]) + 1 == len(real)
+
+
+def causal_columns_and_entropies(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one unpadded causal sequence, q and k [1, head, T, d] (k already repeated to every query head):
+    column sums [1, head, T] and raw row entropies (nats) [1, head, T] of softmax(scale q k^T), in two kernel calls."""
+    q, k = q.contiguous(), k.contiguous()
+    out, lse = _FLASH(q, k, k, 0.0, True, scale=scale)  # values = keys: out_i = sum_j p_ij k_j
+    entropy = lse - scale * (q * out).sum(-1)
+    ones = torch.ones(*k.shape[:-1], 1, dtype=k.dtype)
+    as_queries = torch.cat([k, ones], dim=-1).flip(2)  # key j, reversed: query T-1-j
+    as_keys = torch.cat([q * scale, -lse[..., None]], dim=-1).flip(2)  # query i, reversed: key T-1-i
+    _, column_lse = _FLASH(as_queries, as_keys, as_keys, 0.0, True, scale=1.0)
+    return column_lse.flip(2).exp(), entropy.clamp(min=0.0)
+
+
+def _stats_by_kernel(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> ColumnStats:
+    b, n_heads, t, _ = q.shape
+    group = n_heads // k.shape[1]
+    col_sum = torch.zeros(b, n_heads, t, dtype=torch.float64)
+    entropy_sum = torch.zeros(b, n_heads, dtype=torch.float64)
+    n_entropy = torch.zeros(b, dtype=torch.long)
+    for seq in range(b):
+        real = valid[seq].nonzero().flatten()
+        if len(real) == 0:
+            continue
+        lo, hi = int(real[0]), int(real[-1]) + 1
+        keys = k[seq : seq + 1, :, lo:hi]
+        keys = keys.repeat_interleave(group, dim=1) if group > 1 else keys
+        columns, entropy = causal_columns_and_entropies(q[seq : seq + 1, :, lo:hi].float(), keys.float(), scale)
+        col_sum[seq, :, lo:hi] = columns[0].double()
+        # rows 1..n-1 normalised by log(keys visible); row 0 sees one key (entropy 0) and is counted by the caller
+        norm = torch.arange(2, hi - lo + 1, dtype=torch.float64).log()
+        entropy_sum[seq] = (entropy[0, :, 1:].double() / norm).sum(-1)
+        n_entropy[seq] = hi - lo - 1
+    return ColumnStats(col_sum, _n_queries(valid), entropy_sum, n_entropy)
+
+
+def _stats_by_blocks(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float, block_size: int) -> ColumnStats:
+    """The pattern formed `block_size` query rows at a time (any device, any mask)."""
     b, n_heads, t, _ = q.shape
     group = n_heads // k.shape[1]
     k = k.repeat_interleave(group, dim=1) if group > 1 else k  # [batch, head, pos, d_head]
-    valid = valid.to(q.device).bool()
     col_sum = torch.zeros(b, n_heads, t, dtype=torch.float64, device=q.device)
     entropy_sum = torch.zeros(b, n_heads, dtype=torch.float64, device=q.device)
     n_entropy = torch.zeros(b, dtype=torch.long, device=q.device)

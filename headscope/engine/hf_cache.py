@@ -52,6 +52,12 @@ def cache_kwargs(hf_model: torch.nn.Module, cache: Any) -> dict[str, Any]:
     return {cache_keyword(hf_model): cache, "use_cache": True}
 
 
+def last_logits_only(hf_model: torch.nn.Module) -> dict[str, Any]:
+    """Keyword arguments that make `hf_model` unembed only the last position (a prefill discards its logits:
+    [pos, vocab] of them cost as much as a few decoder layers), or none where its forward has no such option."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(hf_model.forward).parameters else {}
+
+
 def cache_length(cache: Any) -> int:
     """Tokens held by `cache` (all layers agree; a sliding-window layer still counts every token seen)."""
     return int(cache.get_seq_length())

@@ -225,6 +225,8 @@ class NNsightBackend:
         if self.remote:
             return self._run_remote(encoding, needs, on_layer, query_positions)
         rows = query_positions if needs.rows_only else None
+        if not needs.logits:  # [batch, pos, vocab] logits nobody reads: 6 GB at 32K tokens for a 49K vocabulary
+            encoding.update(hf_cache.last_logits_only(self.model._module))
         with torch.inference_mode(), self._in_phase("forward"), self._attention_for(needs):
             return self._trace(encoding, needs, on_layer, rows, step=None)
 
@@ -411,7 +413,8 @@ class NNsightBackend:
             with self._in_phase("prefill"), self._attention_for(Needs()):  # the prefill reads no weights
                 for start in range(0, ids.shape[1] - 1, prefill_chunk):
                     end = min(start + prefill_chunk, ids.shape[1] - 1)
-                    hf_model(input_ids=ids[:, start:end], **hf_cache.cache_kwargs(hf_model, cache))
+                    hf_model(input_ids=ids[:, start:end], **hf_cache.cache_kwargs(hf_model, cache),
+                             **hf_cache.last_logits_only(hf_model))
                     hf_cache.expect_cache_length(cache, end)
             current = ids[:, -1:]
             position = ids.shape[1] - 1
@@ -481,7 +484,7 @@ class NNsightBackend:
         position = ids.shape[1] - 1
         with torch.inference_mode(), self._attention_for(Needs()):  # reads no attention weights
             with self._in_phase("prefill"):
-                hf_model(input_ids=ids[:, :-1], **hf_cache.cache_kwargs(hf_model, cache))
+                hf_model(input_ids=ids[:, :-1], **hf_cache.cache_kwargs(hf_model, cache), **hf_cache.last_logits_only(hf_model))
             cache.batch_repeat_interleave(n_rows)
             with self._in_phase("forward"):
                 out = hf_model(input_ids=ids[:, -1:].expand(n_rows, 1),

@@ -205,6 +205,7 @@ class TransformerLensBackend:
                 attention_mask=batch.attention_mask.to(self.device),
                 fwd_hooks=hooks,
                 return_type="logits" if needs.logits else None,
+                **({} if needs.logits else hf_cache.last_logits_only(self.bridge.original_model)),
             )
         return logits.float() if needs.logits else None
 
@@ -298,16 +299,19 @@ class TransformerLensBackend:
         pieces: list[torch.Tensor] = []
         with torch.inference_mode(), self.bridge.hooks(fwd_hooks=self._intervention_hooks("prefill")):
             for start in range(0, ids.shape[1], chunk):
-                logits = self._cached_forward(ids[:, start : start + chunk], cache)
+                logits = self._cached_forward(ids[:, start : start + chunk], cache, all_logits=return_logits)
                 if return_logits:
                     pieces.append(logits.float())
                 del logits
         return (cache, torch.cat(pieces, dim=1)) if return_logits else cache
 
-    def _cached_forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        """Logits of `ids` [1, pos] after the tokens in `cache`, which grows by `pos` (checked: see hf_cache)."""
+    def _cached_forward(self, ids: torch.Tensor, cache: Any, *, all_logits: bool = True) -> torch.Tensor:
+        """Logits of `ids` [1, pos] after the tokens in `cache`, which grows by `pos` (checked: see hf_cache);
+        `all_logits=False`: the last position's only (where the model allows), for prefills that discard them."""
         before = hf_cache.cache_length(cache)
-        logits = self.bridge(ids, return_type="logits", **hf_cache.cache_kwargs(self.bridge.original_model, cache))
+        hf_model = self.bridge.original_model
+        fewer = {} if all_logits else hf_cache.last_logits_only(hf_model)
+        logits = self.bridge(ids, return_type="logits", **hf_cache.cache_kwargs(hf_model, cache), **fewer)
         hf_cache.expect_cache_length(cache, before + ids.shape[1])
         return logits
 

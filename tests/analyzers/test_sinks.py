@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from headscope.analyzers import ScanContext
-from headscope.analyzers.sink_math import stats_from_pattern, stats_from_qk
+from headscope.analyzers.sink_math import _stats_by_blocks, stats_from_pattern, stats_from_qk
 from headscope.analyzers.sinks import SinkAnalyzer
 from headscope.engine import Needs, load_backend, pad_sequences
 from headscope.errors import HeadscopeError
@@ -116,7 +116,8 @@ def test_streaming_column_sums_match_eager(tiny_llama_dir, tiny_llama_backend, s
 
     def on_layer(acts):
         got[acts.layer] = (
-            stats_from_qk(acts.q, acts.k, batch.valid, scale=D_HEAD**-0.5, block_size=4),
+            stats_from_qk(acts.q, acts.k, batch.valid, scale=D_HEAD**-0.5, block_size=4),  # fused kernel (CPU)
+            _stats_by_blocks(acts.q, acts.k, batch.valid.bool(), D_HEAD**-0.5, 4),  # the other devices' path
             stats_from_pattern(acts.pattern, batch.valid, block_size=5),
         )
 
@@ -125,8 +126,17 @@ def test_streaming_column_sums_match_eager(tiny_llama_dir, tiny_llama_backend, s
     for layer, attn in enumerate(attentions):
         region = valid[:, None, :, None] & valid[:, None, None, :]
         reference = (attn * region).sum(-2).double()  # column sums over real queries
+        # row entropies H(A_i) / log(keys visible) of real rows that see more than one key, summed per head
+        t = valid.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        visible = (region & causal).sum(-1)  # [batch, 1, query]: real keys at or before each real query
+        plogp = torch.where(attn > 0, attn * attn.clamp(min=1e-30).log(), torch.zeros_like(attn))
+        used = (visible > 1) & valid[:, None, :]
+        entropy = (-plogp.sum(-1) / visible.clamp(min=2).log() * used).sum(-1).double()  # [batch, head]
         for stats in got[layer]:
             torch.testing.assert_close(stats.col_sum, reference, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(stats.entropy_sum, entropy, atol=1e-5, rtol=1e-5)
+            assert stats.n_entropy.tolist() == (valid.sum(-1) - 1).tolist()
         # per-sequence Gu alpha on the unpadded attention equals our column mean at the real positions
         for row, seq in enumerate(sequences):
             cols = valid[row].nonzero().flatten()
