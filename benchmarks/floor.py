@@ -51,9 +51,11 @@ CELLS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "safety": ("rows", {"n_samples": 2, "sahara_steps": 0}, {"n_samples": 2, "sahara_steps": 0}),
     "maps": ("params", {}, {}),
 }
-LONG_ANALYZERS = ("sinks", "retrieval", "previous-token")
+LONG_ANALYZERS = ("sinks", "retrieval", "lookback", "previous-token")
 LENGTHS = (1024, 4096, 8192, 16384, 32768)
 # Full-pattern analyzers hold [head, T, T] per layer (eager attention): beyond this the cell is not run.
+# Long cells' floors: one sequence, so a full-pattern cell is compared with the eager forward as before.
+LONG_FLOOR: dict[str, str] = {}
 LONG_MAX = {"previous-token": 4096, "duplicate-token": 4096, "induction": 4096, "classic": 4096}
 
 
@@ -75,6 +77,8 @@ def build(name: str, params: dict[str, Any], backend: Any, batch_size: int, long
     suite = analyzers[0].build_suite(ctx)
     if long_len and name == "sinks":
         suite = long_text_suite(suite, long_len)
+    if long_len and name == "lookback":
+        suite = long_document_suite(suite, ctx, long_len)
     return analyzers, ctx, suite
 
 
@@ -91,6 +95,33 @@ def long_text_suite(suite: Any, length: int) -> Any:
     return TokenSuite(f"{suite.name}-{length}", [ids[:length]], [suite.samples[0]], suite.details)
 
 
+def long_document_suite(suite: Any, ctx: Any, length: int) -> Any:
+    """The first grounded item with its document lengthened to `length` prompt tokens (the shipped natural texts
+    inserted at the end of the context, whose length grows with them): lookback then decodes over `length` keys."""
+    from headscope.probes import TokenSuite
+    from headscope.probes.natural_text import natural_text_suite
+
+    ids, sample = list(suite.sequences[0]), dict(suite.samples[0])
+    texts = natural_text_suite(ctx.tokenizer, seq_len=512, n_samples=64, bos_token_id=None, prepend_bos=False)
+    filler = [token for seq in texts.sequences for token in seq]
+    need = max(length - len(ids), 0)
+    filler = (filler * (need // max(len(filler), 1) + 1))[:need]
+    end = sample["context_len"]
+    sample["context_len"] = end + need
+    return TokenSuite(f"{suite.name}-{length}", [ids[:end] + filler + ids[end:]], [sample], suite.details)
+
+
+def lift_context(spec: Any, hf_config: Any, n_ctx: int) -> Any:
+    """`--stretch-context`: let a model run past its trained context (RoPE computes any position): its outputs
+    there mean nothing, but time and memory are what a model of this size with that context costs."""
+    import dataclasses
+
+    if n_ctx <= spec.n_ctx:
+        return spec
+    hf_config.max_position_embeddings = n_ctx
+    return dataclasses.replace(spec, n_ctx=n_ctx)
+
+
 def scan_once(backend: Any, analyzers: list, ctx: Any, suite: Any) -> None:
     from headscope.scanning.execute import run_task
 
@@ -103,10 +134,10 @@ def floor_once(kind: str, hf: Any, analyzers: list, ctx: Any, suite: Any) -> Non
     from headscope.analyzers import suite_batches
 
     with torch.inference_mode():
-        if kind in ("sdpa", "eager"):
+        if kind in ("sdpa", "eager"):  # logits of the last position only: no analyzer here reads the others
             for batch in suite_batches(suite, ctx):
                 hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=kind == "eager",
-                   use_cache=False)
+                   use_cache=False, logits_to_keep=1)
         elif kind == "generate":
             n_new = analyzers[0].params.max_new_tokens
             for ids in suite.sequences:
@@ -146,8 +177,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     params = dict(quick if args.quick else params)
     if args.length:  # long-context cell
         params = {"seq_len": args.length, "n_samples": 1, "context_lengths": (args.length,), "max_new_tokens": 8}
+        floor_kind = LONG_FLOOR.get(floor_kind, floor_kind)
     if what == "scan":
         backend = load_backend(args.model, backend=args.backend, quiet=True)
+        if args.stretch_context:
+            hf_config = backend.bridge.original_model.config if hasattr(backend, "bridge") else backend.model._module.config
+            backend.spec = lift_context(backend.spec, hf_config, args.stretch_context)
     else:  # the bare Hugging Face model, nothing of headscope's engine around it
         from types import SimpleNamespace
 
@@ -162,6 +197,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(path)
         config = hf.config
         spec = spec_from_config(config, config.get_text_config(), tokenizer)
+        if args.stretch_context:
+            spec = lift_context(spec, config, args.stretch_context)
         backend = SimpleNamespace(spec=spec, tokenizer=tokenizer, name=f"hf {attn}")
     analyzers, ctx, suite = build(name, params, backend, args.batch, args.length)
     if what == "scan":
@@ -192,7 +229,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def run_cell(args: argparse.Namespace, analyzer: str, what: str, length: int = 0) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", what, "--analyzer", analyzer, "--model", args.model,
                "--backend", args.backend, "--batch", str(args.batch), "--repeats", str(args.repeats),
-               "--short-s", str(args.short_s), "--length", str(length), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+               "--short-s", str(args.short_s), "--length", str(length), "--threads", str(args.threads),
+               "--stretch-context", str(args.stretch_context)] + (["--quick"] if args.quick else [])
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -242,6 +280,9 @@ def main() -> None:
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     parser.add_argument("--long-analyzers", default=",".join(LONG_ANALYZERS))
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a cell is given up")
+    parser.add_argument("--long-floor", action="store_true", help="also time each long cell's floor (doubles the run)")
+    parser.add_argument("--stretch-context", type=int, default=0, help="lift the model's position limit to this many "
+                        "tokens (RoPE models: time and memory are real, outputs past the trained context are not)")
     parser.add_argument("--child", choices=("scan", "floor"))
     parser.add_argument("--analyzer")
     parser.add_argument("--length", type=int, default=0)
@@ -279,8 +320,12 @@ def main() -> None:
                     cells.append("not run (O(T²) patterns)")
                     continue
                 cell = run_cell(args, name, "scan", length)
-                cells.append(fmt_s(cell) if "error" in cell else
-                             f"{cell['median_s']:.1f} s, +{cell['peak_extra_mb']:.0f} MB")
+                text = fmt_s(cell) if "error" in cell else f"{cell['median_s']:.1f} s, +{cell['peak_extra_mb']:.0f} MB"
+                if args.long_floor and "error" not in cell:
+                    floor = run_cell(args, name, "floor", length)
+                    text += (f" (floor {floor['median_s']:.1f} s, +{floor['peak_extra_mb']:.0f} MB: "
+                             f"{cell['median_s'] / floor['median_s']:.2f}x)" if "error" not in floor else f" (floor: {fmt_s(floor)})")
+                cells.append(text)
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 

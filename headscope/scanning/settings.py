@@ -44,9 +44,9 @@ class RunSettings:
         """Settings describing an already-loaded backend (notebooks and tests scan one directly)."""
         return cls(model=backend.model_id, backend=backend.name, dtype=str(backend.dtype).removeprefix("torch."), **batching)
 
-    def load(self, *, quiet: bool = True, reads_weights: Callable[[str], bool] | None = None) -> Backend:
+    def load(self, *, quiet: bool = True, reads_patterns: Callable[[str], bool] | None = None) -> Backend:
         return load_backend(self.model, backend=self.backend, device=self.device, dtype=self.dtype, quiet=quiet,
-                            remote=self.remote, reads_weights=reads_weights)
+                            remote=self.remote, reads_patterns=reads_patterns)
 
     def context(self, backend: Backend, *, progress: bool = False) -> ScanContext:
         return ScanContext(backend.spec, backend.tokenizer, batch_size=self.batch_size,
@@ -59,11 +59,13 @@ class RunSettings:
                 "headscope": __version__}
 
 
-def reads_attention_weights(analyzers: Sequence[Any], architecture: str) -> bool:
-    """Whether a scan of `analyzers` on `architecture` reads attention weights (patterns or rows): decides where
-    backend `auto` sends it (`engine.loading.choose_backend`). Analyzers that drive their own passes (decoding,
-    ablations) count as reading them: only streaming analyzers say what they read up front. Sinks is judged by
-    the score source it will resolve to on this architecture (q/k where exact, else patterns)."""
+def reads_patterns(analyzers: Sequence[Any], architecture: str) -> bool:
+    """Whether a scan of `analyzers` on `architecture` has a streaming pass that reads attention patterns: decides
+    where backend `auto` sends it (`engine.loading.choose_backend`). Those passes are eager on both backends and
+    the bridge serves them faster (docs/performance.md: classic 4.8 s vs 5.8 s); every other pass (q/k/v, prefills,
+    last-token rows, decoding steps that read one attention row) runs faster on nnsight, which uses sdpa where it
+    reads no weights (retrieval 1.08x vs 1.44x the plain generate). Sinks is judged by the score source it will
+    resolve to on this architecture (q/k where exact, else patterns)."""
     from headscope.analyzers.base import StreamingAnalyzer
     from headscope.analyzers.sinks import SinkAnalyzer, resolve_score_source
 
@@ -75,6 +77,6 @@ def reads_attention_weights(analyzers: Sequence[Any], architecture: str) -> bool
                     return True
             except HeadscopeError:  # refused by the analyzer's own check, before any work
                 return True
-        elif not isinstance(analyzer, StreamingAnalyzer) or analyzer.needs.pattern:
+        elif isinstance(analyzer, StreamingAnalyzer) and analyzer.needs.pattern:
             return True
     return False

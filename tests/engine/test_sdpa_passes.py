@@ -82,18 +82,21 @@ def test_sdpa_pass_matches_eager_and_hf(kind, tmp_path):
         assert float((predicted - weights)[rows].abs().max()) < 1e-5, (kind, layer)
 
 
-def test_auto_sends_weightless_scans_to_nnsight(tiny_llama_dir, tmp_path):
+def test_auto_sends_pattern_free_scans_to_nnsight(tiny_llama_dir, tmp_path):
     from headscope import scan
     from headscope.engine.loading import choose_backend
     from headscope.scanning import build_analyzers
-    from headscope.scanning.settings import reads_attention_weights
+    from headscope.scanning.settings import reads_patterns
 
     # sinks resolves to its q/k path on Llama (no weights read); the classic analyzers read patterns
-    assert not reads_attention_weights(build_analyzers("sinks"), "LlamaForCausalLM")
-    assert reads_attention_weights(build_analyzers("sinks,induction"), "LlamaForCausalLM")
-    assert reads_attention_weights(build_analyzers("sinks", params={"sinks": {"score_source": "pattern"}}),
+    assert not reads_patterns(build_analyzers("sinks"), "LlamaForCausalLM")
+    assert reads_patterns(build_analyzers("sinks,induction"), "LlamaForCausalLM")
+    # decoding and ablation analyzers read at most one attention row per step: nnsight (sdpa prefills) is faster
+    assert not reads_patterns(build_analyzers("retrieval,lookback,safety,maps"), "LlamaForCausalLM")
+    assert reads_patterns(build_analyzers("retrieval,previous-token"), "LlamaForCausalLM")
+    assert reads_patterns(build_analyzers("sinks", params={"sinks": {"score_source": "pattern"}}),
                                    "LlamaForCausalLM")
-    assert reads_attention_weights(build_analyzers("sinks"), "Qwen2ForCausalLM")  # sinks needs patterns there
+    assert reads_patterns(build_analyzers("sinks"), "Qwen2ForCausalLM")  # sinks needs patterns there
     assert choose_backend(tiny_llama_dir) == "transformer-lens"
     assert choose_backend(tiny_llama_dir, lambda architecture: True) == "transformer-lens"
     assert choose_backend(tiny_llama_dir, lambda architecture: False) == "nnsight"
@@ -104,3 +107,42 @@ def test_auto_sends_weightless_scans_to_nnsight(tiny_llama_dir, tmp_path):
     assert choose_backend(capped, lambda architecture: False) == "transformer-lens"
     atlas = scan(str(tiny_llama_dir), "sinks", seq_len=16, n_samples=2)
     assert set(atlas.frame["backend"]) == {"nnsight"}
+
+
+def test_prefill_and_last_token_run_sdpa_and_match_hf_eager(tiny_llama_dir):
+    """Decoding prefills, row-free steps and last-token passes switch to sdpa; tokens and logits stay Hugging Face's
+    eager ones (greedy `generate` and a plain eager forward), and a step that reads its row stays eager."""
+    from transformers import AutoModelForCausalLM
+
+    backend = NNsightBackend(tiny_llama_dir, model_id="tiny", revision="local")
+    hf = backend.model._module
+    seen: list[tuple[int, str]] = []
+    handle = hf.model.layers[0].register_forward_pre_hook(
+        lambda module, args: seen.append((int(args[0].shape[1]), hf.config._attn_implementation)))
+    prompt = [1, 5, 9, 14, 3, 22, 7, 30, 11, 4]
+    eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
+    try:
+        with torch.inference_mode():
+            reference = eager.generate(torch.tensor([prompt]), max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                                       output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+        rows = []
+        result = backend.decode(prompt, max_new_tokens=4, needs=Needs(pattern=True), on_layer=lambda a: rows.append(a),
+                                prefill_chunk=4)
+        assert seen[:3] == [(4, "sdpa"), (4, "sdpa"), (1, "sdpa")]  # prefill chunks of 4, 4, 1 tokens
+        assert {impl for _, impl in seen[3:]} == {"eager"}  # steps that read their attention row
+        assert result.generated_ids == reference.sequences[0, len(prompt):].tolist()
+        torch.testing.assert_close(result.step_logits, torch.cat(reference.logits).float(), atol=1e-4, rtol=1e-4)
+        seen.clear()
+        backend.decode(prompt, max_new_tokens=2, needs=Needs(z=True), on_layer=lambda a: None)
+        assert {impl for _, impl in seen} == {"sdpa"}  # no row read: every step sdpa
+
+        batch = pad_sequences([prompt, prompt[:6]], 0, side="left")
+        seen.clear()
+        out = backend.last_token(batch)
+        assert {impl for _, impl in seen} == {"sdpa"}
+        with torch.inference_mode():
+            full = eager(**backend._encoding(batch.input_ids, batch.attention_mask)).logits[:, -1]
+        torch.testing.assert_close(out.logits, full.float(), atol=1e-4, rtol=1e-4)
+    finally:
+        handle.remove()
+    assert hf.config._attn_implementation == "eager"
