@@ -53,7 +53,7 @@ def scan(
     model: str = typer.Argument("smollm2-135m-instruct", help="embedded alias, local HF folder, or hub id"),
     analyzers: str = typer.Option("classic", "--analyzers", "-a", help="comma list of analyzers or groups (classic)"),
     out: Path = typer.Option(Path("atlas.parquet"), "--out", "-o", help="where to write the atlas"),
-    backend: str = typer.Option("auto", help="auto, transformer-lens or nnsight (auto: the TL bridge where it adapts the model, else nnsight)"),
+    backend: str = typer.Option("auto", help="auto, transformer-lens or nnsight (auto: nnsight unless a streaming analyzer reads attention patterns and the TL bridge adapts the model; docs/engine/backends.md)"),
     remote: bool = typer.Option(False, "--remote", help="run on NDIF through nnsight (hub id; key from $NDIF_API_KEY)"),
     batch_size: int = typer.Option(8, help="probe sequences per forward pass"),
     seq_len: Optional[int] = typer.Option(None, help="probe length in tokens (analyzers that take one)"),

@@ -53,6 +53,7 @@ class SafetyParams:
     sahara_candidates: int = 0  # 0: every head at every step (official); k: only the k top Ships heads
     rows_per_pass: int = 64  # ablated copies of one prompt per forward pass (memory ~ rows x prompt length)
     reuse_prefix: bool = True  # start each pass at its first ablated layer from the intact residual stream
+    share_prefix: bool = True  # prompts' common start (the chat template's system part) computed once per pass
     check_top_k: int = 0  # > 0: ablate the top-k Ships heads, and k random heads, on held-out harmful requests
     check_random_sets: int = 3
     check_n_samples: int = 0  # held-out harmful requests in the check (0: all)
@@ -144,17 +145,49 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
         base_hidden = torch.zeros(len(prompts), spec.d_model)
         ablated_hidden = torch.zeros(len(heads), len(prompts), spec.d_model)
         bar = tqdm(total=len(prompts) * len(heads), desc="ships", unit="ablation", disable=not progress)
-        for index, prompt in enumerate(prompts):
-            base = backend.last_token(_copies(prompt, 1))
+        bases = [backend.last_token(_copies(prompt, 1)) for prompt in prompts]
+        for index, base in enumerate(bases):
             base_hidden[index] = base.hidden[0].cpu()
-            for rows, logits, hidden in self._ablated_passes(backend, prompt, [[h] for h in heads], ablation, bar):
-                kl = ships_kl(base.logits[0].cpu(), logits)
-                for offset, row in enumerate(rows):
-                    layer, head = heads[row]
-                    self.kl[index, layer, head] = kl[offset]
-                ablated_hidden[rows, index] = hidden
+        for index, rows, logits, hidden in self._ablated_rows(backend, prompts, [[h] for h in heads], ablation, bar):
+            kl = ships_kl(bases[index].logits[0].cpu(), logits)
+            for offset, row in enumerate(rows):
+                layer, head = heads[row]
+                self.kl[index, layer, head] = kl[offset]
+            ablated_hidden[rows, index] = hidden
         bar.close()
         return base_hidden, ablated_hidden
+
+    def _ablated_rows(self, backend: Backend, prompts: list[list[int]], head_sets: list[list[Head]], ablation: Any,
+                      bar: tqdm):
+        """Yield (prompt index, set indices, logits [rows, vocab], hidden [rows, d_model]) for every prompt under
+        every head set. Where the prompts share a start (`shared_start`) and the backend can continue a cached
+        prefix (`shared_prefix`), each pass computes that start once, ablated, and continues it with every prompt's
+        own tokens: the same numbers (causal attention: the start never sees what follows), about half the work
+        for chat prompts whose system part is half their length. Otherwise prompt by prompt (`_ablated_passes`)."""
+        shared = shared_start(prompts) if self.params.share_prefix and self.params.reuse_prefix else 0
+        if shared < MIN_SHARED_START or not hasattr(backend, "shared_prefix"):
+            for index, prompt in enumerate(prompts):
+                for rows, logits, hidden in self._ablated_passes(backend, prompt, head_sets, ablation, bar):
+                    yield index, rows, logits, hidden
+            return
+        from headscope.circuits.ablation import row_ablations
+
+        resids = [self._intact_resid(backend, prompt) for prompt in prompts]
+        for indices in _passes(head_sets, self.params.rows_per_pass, by_layer=True):
+            sets = [head_sets[i] for i in indices]
+            first = min((layer for heads in sets for layer, _ in heads), default=0) if all(sets) else 0
+            n = len(sets)
+
+            def resume(resid: torch.Tensor, span: slice) -> dict[str, Any]:
+                return {"start_layer": first, "resid": resid[first][:, span].expand(n, -1, -1)} if first else {}
+
+            with backend.intervene(*row_ablations(ablation, sets, backend.spec, phases=("forward",))):
+                prefix = backend.shared_prefix(_copies(prompts[0][:shared], n), **resume(resids[0], slice(0, shared)))
+                for index, prompt in enumerate(prompts):
+                    out = backend.last_token(_copies(prompt[shared:], n), prefix=prefix,
+                                             **resume(resids[index], slice(shared, None)))
+                    bar.update(n)
+                    yield index, indices, out.logits.cpu(), out.hidden.cpu()
 
     def _ablated_passes(self, backend: Backend, prompt: list[int], head_sets: list[list[Head]], ablation: Any,
                         bar: tqdm):
@@ -220,9 +253,8 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
                 sets = [self.sahara_group + [h] for h in candidates]
                 bar = tqdm(total=len(prompts) * len(sets), desc=f"sahara step {step + 1}", unit="ablation",
                            disable=not progress)
-                for index, prompt in enumerate(prompts):
-                    for rows, _, ablated in self._ablated_passes(backend, prompt, sets, ablation, bar):
-                        hidden[rows, index] = ablated
+                for index, rows, _, ablated in self._ablated_rows(backend, prompts, sets, ablation, bar):
+                    hidden[rows, index] = ablated
                 bar.close()
             angles = [subspace_angle(base_u, hidden[i]) for i in range(len(candidates))]
             if step == 0:
@@ -304,6 +336,22 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
         from headscope.side_outputs import finite
 
         return finite(out)
+
+
+# Below this many shared tokens a separate prefix pass saves less than it costs.
+MIN_SHARED_START = 8
+
+
+def shared_start(prompts: list[list[int]]) -> int:
+    """Length of the start every prompt shares (their longest common prefix), leaving each at least one token of
+    its own; 0 for a single prompt."""
+    if len(prompts) < 2:
+        return 0
+    length = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for prompt in prompts[1:]:
+        length = next((i for i in range(length) if prompt[i] != first[i]), length)
+    return max(length, 0)
 
 
 def _passes(head_sets: list[list[Head]], step: int, *, by_layer: bool) -> list[list[int]]:

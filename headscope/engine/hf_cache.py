@@ -58,6 +58,23 @@ def last_logits_only(hf_model: torch.nn.Module) -> dict[str, Any]:
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(hf_model.forward).parameters else {}
 
 
+def hold_skipped_layers(cache: Any, layers: range, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Give `layers` (skipped by a resumed pass, so never computed) placeholder entries of `shape` [batch,
+    kv_head, pos, d_head]: the model reads the cache's length from its first layer, and a continuation that skips
+    the same layers never reads them. Zero-stride tensors: no memory."""
+    placeholder = torch.zeros((), dtype=dtype).expand(*shape)
+    for layer in layers:
+        cache.update(placeholder, placeholder, layer)
+
+
+def drop_last(cache: Any, tokens: int) -> None:
+    """Drop the last `tokens` tokens of every layer (a shared prefix's cache, back to the prefix for the next
+    continuation); every layer must hold them (`hold_skipped_layers` pads the skipped ones). A negative count means
+    "remove" in every transformers version we allow (5.25 refuses a positive one)."""
+    if tokens:
+        cache.crop(-tokens)
+
+
 def cache_length(cache: Any) -> int:
     """Tokens held by `cache` (all layers agree; a sliding-window layer still counts every token seen)."""
     return int(cache.get_seq_length())

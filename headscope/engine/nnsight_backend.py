@@ -252,21 +252,51 @@ class NNsightBackend:
             for config, implementation in saved:
                 config._attn_implementation_internal = implementation
 
-    def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> LastTokenOutput:
+    def last_token(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None,
+                   prefix: "SharedPrefix | None" = None) -> LastTokenOutput:
         """Logits and final hidden state at each row's last real token (an untraced Hugging Face forward).
 
         A pre-hook on the unembedding keeps only the last rows, so the [batch, pos, vocab] logits are never made.
         `start_layer` > 0: the decoder layers before it are swapped for pass-throughs and `resid` is fed into it.
+        `prefix` (from `shared_prefix`, same rows and start layer): `batch` holds only the tokens after it.
         """
         if self.remote:
             raise HeadscopeError("last-token passes are not available with --remote: run the analyzer locally")
         check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
         attention_window.refuse_padding(batch.attention_mask, getattr(self, "_windows", []))
+        if prefix is not None:
+            prefix.check(batch, start_layer)
         with self._attention_for(Needs()):  # reads no attention weights: sdpa where it serves
             if start_layer:
                 with self._skipping_layers(start_layer, resid):
-                    return self._last_token(batch)
-            return self._last_token(batch)
+                    return self._last_token(batch, prefix)
+            return self._last_token(batch, prefix)
+
+    def shared_prefix(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> "SharedPrefix":
+        """The KV cache of `batch` (rows of a prefix several prompts share) under the active "forward"
+        interventions, for `last_token(suffix, prefix=...)` to continue from: prompts that start alike compute
+        their common start once per set of ablations instead of once per prompt. Layers below `start_layer` are
+        skipped as in `last_token` (the continuation skips them too, so their entries are placeholders)."""
+        if self.remote:
+            raise HeadscopeError("shared prefixes are not available with --remote: run the analyzer locally")
+        check_resume_inputs(batch, start_layer, resid, self.spec.n_layers)
+        if getattr(self, "_windows", None) or not bool(batch.attention_mask.bool().all()):
+            raise HeadscopeError("a shared prefix needs unpadded rows and no attention window: run last_token instead")
+        hf_model = self.model._module
+        cache = hf_cache.new_cache(hf_model.config)
+        encoding = {**self._encoding(batch.input_ids, batch.attention_mask), **hf_cache.cache_kwargs(hf_model, cache),
+                    **hf_cache.last_logits_only(hf_model)}
+        with torch.inference_mode(), self._in_phase("forward"), self._attention_for(Needs()):
+            if start_layer:
+                with self._skipping_layers(start_layer, resid):
+                    hf_model(**encoding)
+            else:
+                hf_model(**encoding)
+        rows, length = batch.input_ids.shape
+        spec = self.spec
+        hf_cache.hold_skipped_layers(cache, range(start_layer), (rows, spec.n_kv_heads, length, spec.d_head), self.dtype)
+        hf_cache.expect_cache_length(cache, length)
+        return SharedPrefix(cache, length, rows, start_layer)
 
     @contextlib.contextmanager
     def _skipping_layers(self, start_layer: int, resid: torch.Tensor) -> Iterator[None]:
@@ -292,9 +322,14 @@ class NNsightBackend:
             setattr(parent, attribute, original)
             handle.remove()
 
-    def _last_token(self, batch: ProbeBatch) -> LastTokenOutput:
+    def _last_token(self, batch: ProbeBatch, prefix: "SharedPrefix | None" = None) -> LastTokenOutput:
         hf_model = self.model._module
         encoding = self._encoding(batch.input_ids, batch.attention_mask)
+        if prefix is not None:  # the batch continues the cached prefix: positions and mask count it
+            rows, length = batch.input_ids.shape
+            encoding["attention_mask"] = torch.ones(rows, prefix.length + length, dtype=torch.long, device=self.device)
+            encoding["position_ids"] = torch.arange(prefix.length, prefix.length + length, device=self.device).expand(rows, -1)
+            encoding.update(hf_cache.cache_kwargs(hf_model, prefix.cache))
         last = last_real_positions(batch.attention_mask).to(self.device)
         captured: dict[str, torch.Tensor] = {}
 
@@ -310,6 +345,12 @@ class NNsightBackend:
                 logits = hf_model(**encoding).logits
         finally:
             handle.remove()
+            if prefix is not None:  # back to the prefix for the next continuation
+                rows, length = batch.input_ids.shape
+                hf_cache.hold_skipped_layers(prefix.cache, range(prefix.start_layer),
+                                             (rows, self.spec.n_kv_heads, length, self.spec.d_head), self.dtype)
+                hf_cache.drop_last(prefix.cache, length)
+                hf_cache.expect_cache_length(prefix.cache, prefix.length)
         return LastTokenOutput(logits[:, -1].float(), captured["hidden"])
 
     def _encoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -529,6 +570,23 @@ def _attention_settings(hf_model: torch.nn.Module) -> list[tuple[Any, Any]]:
             if sub is not None and hasattr(sub, "_attn_implementation_internal"):
                 pending.append(sub)
     return [(config, config._attn_implementation_internal) for config in configs.values()]
+
+
+@dataclass
+class SharedPrefix:
+    """A prefix's KV cache for `rows` rows, computed from `start_layer` on (`NNsightBackend.shared_prefix`)."""
+
+    cache: Any
+    length: int
+    rows: int
+    start_layer: int
+
+    def check(self, batch: ProbeBatch, start_layer: int) -> None:
+        if batch.input_ids.shape[0] != self.rows or start_layer != self.start_layer:
+            raise HeadscopeError(f"this prefix was computed for {self.rows} rows from layer {self.start_layer}: "
+                                 f"continue it with the same rows and start_layer")
+        if not bool(batch.attention_mask.bool().all()):
+            raise HeadscopeError("a prefix continues unpadded rows only")
 
 
 class _PassThrough(torch.nn.Module):

@@ -280,3 +280,42 @@ def test_layer_grouped_passes_equal_one_forward_per_head_to_1e6(deep_dir, backen
         for offset, row in enumerate(rows):
             expected = hooked_run(model, PROMPTS[0], sets[row], 1e-5)[1]
             np.testing.assert_allclose(hidden[offset].double().numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_shared_prompt_start_equals_one_forward_per_head(deep_dir, share):
+    """Prompts that start alike (a chat template's system part): with `share_prefix` each pass computes the
+    common start once, ablated, and continues it per prompt. Every KL and ablated hidden state still equals one
+    hooked Hugging Face forward per (head, prompt), and the decoder layers process fewer token-rows."""
+    from headscope.analyzers.safety import shared_start
+    from headscope.circuits.ablation import HeadAblation
+
+    prompts = [[1, 12, 40, 41, 50, 7, 8, 9, 10, 11, 20 + i, 30 + i, 33] for i in range(3)]
+    assert shared_start(prompts) == 10 and shared_start(prompts[:1]) == 0
+    backend = load_backend(str(deep_dir), backend="nnsight", quiet=True)
+    analyzer = SafetyHeadAnalyzer(rows_per_pass=3, share_prefix=share)
+    analyzer.reset(backend.spec)
+    hf = backend.model._module
+    token_rows = []
+    handles = [layer.register_forward_pre_hook(lambda module, args: token_rows.append(args[0].shape[0] * args[0].shape[1]))
+               for layer in hf.model.layers]
+    try:
+        base, ablated = analyzer.score_ships(backend, prompts, HeadAblation("scale", 1e-4))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # intact: a last-token pass and a resid run per prompt (13 tokens x 4 layers each); ablated: per first layer L,
+    # 4 head rows through layers L..3 (sum of 4 - L = 10) of 10 shared + 3 x 3 own tokens, or 3 x 13 tokens unshared
+    intact = 2 * 3 * 13 * 4
+    assert sum(token_rows) == intact + 4 * 10 * ((10 + 3 * 3) if share else 3 * 13)
+    model = hf_eager(deep_dir)
+    heads = [(layer, head) for layer in range(4) for head in range(N_HEADS)]
+    for index, ids in enumerate(prompts):
+        base_logits, base_hidden = hooked_run(model, ids, [], 1e-4)
+        np.testing.assert_allclose(base[index].double().numpy(), base_hidden, atol=1e-6)
+        for row, (layer, head) in enumerate(heads):
+            logits, hidden = hooked_run(model, ids, [(layer, head)], 1e-4)
+            np.testing.assert_allclose(float(analyzer.kl[index, layer, head]), kl_reference(base_logits, logits),
+                                       rtol=1e-4, atol=1e-12)
+            np.testing.assert_allclose(ablated[row, index].double().numpy(), hidden, atol=1e-6)
+    assert analyzer.kl.min() > 1e-9
