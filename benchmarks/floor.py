@@ -63,9 +63,8 @@ LONG_MAX = {"previous-token": 4096, "duplicate-token": 4096, "induction": 4096, 
 
 
 # --- one cell (child process) --------------------------------------------------------------------------------
-def build(name: str, params: dict[str, Any], backend: Any, batch_size: int, long_len: int = 0) -> tuple[list, Any, Any]:
-    """The analyzers of `name` (a group expands), their context and their (shared) suite."""
-    from headscope.analyzers import ScanContext
+def make_analyzers(name: str, params: dict[str, Any]) -> list:
+    """The analyzers of `name` (a group expands), each given the params it has."""
     from headscope.analyzers.registry import analyzer_class, expand_names
 
     analyzers = []
@@ -73,6 +72,15 @@ def build(name: str, params: dict[str, Any], backend: Any, batch_size: int, long
         cls = analyzer_class(member)
         fields = set(cls.Params.__dataclass_fields__)
         analyzers.append(cls(**{k: v for k, v in params.items() if k in fields}))
+    return analyzers
+
+
+def build(name: str, params: dict[str, Any], backend: Any, batch_size: int, long_len: int = 0,
+          analyzers: list | None = None) -> tuple[list, Any, Any]:
+    """The analyzers of `name`, their context and their (shared) suite."""
+    from headscope.analyzers import ScanContext
+
+    analyzers = analyzers if analyzers is not None else make_analyzers(name, params)
     ctx = ScanContext(backend.spec, backend.tokenizer, batch_size=batch_size)
     suite = analyzers[0].build_suite(ctx)
     if long_len and name == "sinks":
@@ -178,8 +186,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if args.length:  # long-context cell
         params = {"seq_len": args.length, "n_samples": 1, "context_lengths": (args.length,), "max_new_tokens": 8}
         floor_kind = LONG_FLOOR.get(floor_kind, floor_kind)
-    if what == "scan":
-        backend = load_backend(args.model, backend=args.backend, quiet=True)
+    analyzers = make_analyzers(name, params)
+    if what == "scan":  # `auto` resolved as `headscope.scan` resolves it, from what the analyzers read
+        from headscope.scanning.settings import reads_patterns
+
+        backend = load_backend(args.model, backend=args.backend, quiet=True,
+                               reads_patterns=lambda architecture: reads_patterns(analyzers, architecture))
         if args.stretch_context:
             hf_config = backend.bridge.original_model.config if hasattr(backend, "bridge") else backend.model._module.config
             backend.spec = lift_context(backend.spec, hf_config, args.stretch_context)
@@ -200,7 +212,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         if args.stretch_context:
             spec = lift_context(spec, config, args.stretch_context)
         backend = SimpleNamespace(spec=spec, tokenizer=tokenizer, name=f"hf {attn}")
-    analyzers, ctx, suite = build(name, params, backend, args.batch, args.length)
+    analyzers, ctx, suite = build(name, params, backend, args.batch, args.length, analyzers)
     if what == "scan":
         once = lambda: scan_once(backend, analyzers, ctx, suite)  # noqa: E731
     else:
