@@ -188,10 +188,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         floor_kind = LONG_FLOOR.get(floor_kind, floor_kind)
     analyzers = make_analyzers(name, params)
     if what == "scan":  # `auto` resolved as `headscope.scan` resolves it, from what the analyzers read
-        from headscope.scanning.settings import reads_patterns
+        from headscope.scanning.settings import prefers_bridge
 
         backend = load_backend(args.model, backend=args.backend, quiet=True,
-                               reads_patterns=lambda architecture: reads_patterns(analyzers, architecture))
+                               prefers_bridge=lambda architecture: prefers_bridge(analyzers, architecture))
         if args.stretch_context:
             hf_config = backend.bridge.original_model.config if hasattr(backend, "bridge") else backend.model._module.config
             backend.spec = lift_context(backend.spec, hf_config, args.stretch_context)

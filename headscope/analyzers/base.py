@@ -139,6 +139,12 @@ class StreamingAnalyzer(Analyzer):
 class DrivingAnalyzer(Analyzer):
     """Runs the model itself (decoding, ablations, weights only) in one `run`; never sharded."""
 
+    @property
+    def edits(self) -> frozenset[str]:
+        """The per-head tensor kinds its interventions edit with these params (engine.intervention.TENSORS): `auto`
+        keeps a scan on a backend that can edit them all (the nnsight backend edits q_raw, z, k_raw, v)."""
+        return frozenset()
+
     @abstractmethod
     def run(self, backend: Backend, suite: TokenSuite, ctx: ScanContext) -> None:
         """Everything this analyzer measures, on the suite `build_suite` made; `results` reads it afterwards."""

@@ -77,6 +77,10 @@ class FunctionVectorAnalyzer(DrivingAnalyzer):
         "fv_in_top_k": MetricDoc("1 if the head is among the top-k heads that make the function vector", "flag"),
     }
 
+    @property
+    def edits(self) -> frozenset[str]:
+        return frozenset({"z"})  # head means patched into the output projection's input
+
     # --- suite ------------------------------------------------------------------------------
     def build_suite(self, ctx: ScanContext) -> TokenSuite:
         p = self._checked_params()

@@ -97,6 +97,12 @@ class RetrievalAnalyzer(DrivingAnalyzer):
         return suite
 
     # --- accumulation ---------------------------------------------------------------------------
+    @property
+    def edits(self) -> frozenset[str]:
+        from headscope.circuits.ablation import HeadAblation
+
+        return frozenset({HeadAblation(self.params.mask_mode).tensor}) if self.params.mask_top_k > 0 else frozenset()
+
     def reset(self, spec: ModelSpec) -> None:
         """Empty accumulators (`run` starts with this; tests scoring suites by hand call it themselves)."""
         self._spec = spec

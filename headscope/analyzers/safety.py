@@ -103,6 +103,12 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
         return p
 
     # --- accumulation ---------------------------------------------------------------------------
+    @property
+    def edits(self) -> frozenset[str]:
+        from headscope.circuits.ablation import HeadAblation
+
+        return frozenset({HeadAblation(self.params.ablation).tensor})
+
     def reset(self, spec: ModelSpec) -> None:
         """Empty accumulators (`run` starts with this)."""
         self._spec = spec

@@ -64,14 +64,14 @@ def load_backend(
     revision: str | None = None,
     quiet: bool = False,
     remote: bool = False,
-    reads_patterns: Callable[[str], bool] | None = None,
+    prefers_bridge: Callable[[str], bool] | None = None,
 ) -> Backend:
     """Resolve `model` (alias, folder or hub id) and load it behind `backend`.
 
     `remote=True` runs the model on NDIF through nnsight: `model` must be a hub id NDIF hosts, nothing is
     downloaded but its config and tokenizer, and the key comes from $NDIF_API_KEY.
-    `reads_patterns(architecture)`: whether the scan has streaming passes that read attention patterns on this
-    architecture; with `auto`, a scan that has none goes to nnsight (`choose_backend`).
+    `prefers_bridge(architecture)`: whether the scan belongs on the bridge on this architecture (pattern-reading
+    streaming passes, or edits only the bridge makes); with `auto`, a scan that does not goes to nnsight.
     """
     torch_dtype = parse_dtype(dtype)
     check_device(device)
@@ -81,7 +81,7 @@ def load_backend(
         return _load_remote(model, backend=backend, dtype=torch_dtype, revision=revision)
     resolved = resolve_model(model, revision=revision, quiet=quiet)
     if backend == "auto":
-        backend = choose_backend(resolved.path, reads_patterns)
+        backend = choose_backend(resolved.path, prefers_bridge)
     try:
         if backend == "nnsight":
             from headscope.engine.nnsight_backend import NNsightBackend
@@ -101,11 +101,11 @@ def load_backend(
         ) from None
 
 
-def choose_backend(path: Path, reads_patterns: Callable[[str], bool] | None = None) -> str:
+def choose_backend(path: Path, prefers_bridge: Callable[[str], bool] | None = None) -> str:
     """`auto`: the TransformerLens bridge when it fully adapts the model's architecture, else nnsight.
 
-    Except for scans without pattern-reading streaming passes (`reads_patterns(architecture)` is False: sinks
-    from q/k, decoding, ablations, weights) on a model whose sdpa attention computes what eager does: those go to
+    Except for scans the bridge does not serve better (`prefers_bridge(architecture)` is False: sinks from q/k,
+    decoding, ablations of q_raw or z, weights) on a model whose sdpa attention computes what eager does: those go to
     nnsight, which runs every pass that reads no weights with sdpa, while the bridge always computes eager
     attention (measured in docs/performance.md; both backends agree on every analyzer: docs/conformance.md).
     """
@@ -118,7 +118,7 @@ def choose_backend(path: Path, reads_patterns: Callable[[str], bool] | None = No
         return "nnsight"
     supported = ArchitectureAdapterFactory._adapters
     if architectures and all(a in supported and a not in TL_INCOMPLETE for a in architectures):
-        if reads_patterns is not None and not any(reads_patterns(a) for a in architectures) \
+        if prefers_bridge is not None and not any(prefers_bridge(a) for a in architectures) \
                 and all(sdpa_matches_eager(a, config) for a in architectures):
             return "nnsight"
         return "transformer-lens"

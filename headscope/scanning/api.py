@@ -21,7 +21,7 @@ from headscope.scanning.execute import Executor, execute_scan
 from headscope.scanning.params import build_analyzers
 from headscope.scanning.plan import check_accepts_prompts
 from headscope.probes.user_texts import texts_from
-from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings, reads_patterns
+from headscope.scanning.settings import DEFAULT_SHARD_SIZE, RunSettings, prefers_bridge
 from headscope.side_outputs import side_output_path  # noqa: F401  (re-exported: headscope.scanning.side_output_path)
 
 
@@ -141,7 +141,7 @@ def _run(settings: RunSettings, built: list[Analyzer], progress: bool, parts: tu
     """Load the model (unless `backend` is one the user holds), run the scan here or on Ray, with finished tasks
     cached in `parts` (folder, force); `texts` replace the probes of analyzers that accept prompts."""
     loaded = backend if backend is not None else settings.load(
-        quiet=not progress, reads_patterns=lambda architecture: reads_patterns(built, architecture))
+        quiet=not progress, prefers_bridge=lambda architecture: prefers_bridge(built, architecture))
     if settings.backend == "auto" and not settings.remote:  # Ray workers load the backend `auto` chose here
         settings = dataclasses.replace(settings, backend=loaded.name)
     cache = PartCache(parts[0], settings.fingerprint(loaded), force=parts[1]) if parts else None

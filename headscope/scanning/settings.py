@@ -44,9 +44,9 @@ class RunSettings:
         """Settings describing an already-loaded backend (notebooks and tests scan one directly)."""
         return cls(model=backend.model_id, backend=backend.name, dtype=str(backend.dtype).removeprefix("torch."), **batching)
 
-    def load(self, *, quiet: bool = True, reads_patterns: Callable[[str], bool] | None = None) -> Backend:
+    def load(self, *, quiet: bool = True, prefers_bridge: Callable[[str], bool] | None = None) -> Backend:
         return load_backend(self.model, backend=self.backend, device=self.device, dtype=self.dtype, quiet=quiet,
-                            remote=self.remote, reads_patterns=reads_patterns)
+                            remote=self.remote, prefers_bridge=prefers_bridge)
 
     def context(self, backend: Backend, *, progress: bool = False) -> ScanContext:
         return ScanContext(backend.spec, backend.tokenizer, batch_size=self.batch_size,
@@ -59,15 +59,17 @@ class RunSettings:
                 "headscope": __version__}
 
 
-def reads_patterns(analyzers: Sequence[Any], architecture: str) -> bool:
-    """Whether a scan of `analyzers` on `architecture` has a streaming pass that reads attention patterns: decides
-    where backend `auto` sends it (`engine.loading.choose_backend`). Those passes are eager on both backends and
-    the bridge serves them faster (docs/performance.md: classic 4.8 s vs 5.8 s); every other pass (q/k/v, prefills,
-    last-token rows, decoding steps that read one attention row) runs faster on nnsight, which uses sdpa where it
-    reads no weights (retrieval 1.08x vs 1.44x the plain generate). Sinks is judged by the score source it will
-    resolve to on this architecture (q/k where exact, else patterns)."""
-    from headscope.analyzers.base import StreamingAnalyzer
+def prefers_bridge(analyzers: Sequence[Any], architecture: str) -> bool:
+    """Whether a scan of `analyzers` on `architecture` belongs on the TransformerLens bridge when `auto` may choose
+    (`engine.loading.choose_backend`): it has a streaming pass that reads attention patterns (eager on both
+    backends, and the bridge serves them faster: docs/performance.md, classic 4.8 s vs 5.8 s), or an analyzer
+    edits a tensor only the bridge can edit (post-rotary q or k: retrieval's `mask_mode=uniform` masking). Every
+    other scan (q/k/v, decoding, ablations of q_raw or z, weights) runs faster on nnsight, which uses sdpa where
+    it reads no weights (retrieval 1.08x vs 1.44x the plain generate). Sinks is judged by the score source it
+    will resolve to on this architecture (q/k where exact, else patterns)."""
+    from headscope.analyzers.base import DrivingAnalyzer, StreamingAnalyzer
     from headscope.analyzers.sinks import SinkAnalyzer, resolve_score_source
+    from headscope.engine.hf_interventions import SUPPORTED
 
     for analyzer in analyzers:
         if isinstance(analyzer, SinkAnalyzer):
@@ -78,5 +80,7 @@ def reads_patterns(analyzers: Sequence[Any], architecture: str) -> bool:
             except HeadscopeError:  # refused by the analyzer's own check, before any work
                 return True
         elif isinstance(analyzer, StreamingAnalyzer) and analyzer.needs.pattern:
+            return True
+        elif isinstance(analyzer, DrivingAnalyzer) and not analyzer.edits <= set(SUPPORTED):
             return True
     return False

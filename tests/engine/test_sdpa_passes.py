@@ -86,17 +86,22 @@ def test_auto_sends_pattern_free_scans_to_nnsight(tiny_llama_dir, tmp_path):
     from headscope import scan
     from headscope.engine.loading import choose_backend
     from headscope.scanning import build_analyzers
-    from headscope.scanning.settings import reads_patterns
+    from headscope.scanning.settings import prefers_bridge
 
     # sinks resolves to its q/k path on Llama (no weights read); the classic analyzers read patterns
-    assert not reads_patterns(build_analyzers("sinks"), "LlamaForCausalLM")
-    assert reads_patterns(build_analyzers("sinks,induction"), "LlamaForCausalLM")
+    assert not prefers_bridge(build_analyzers("sinks"), "LlamaForCausalLM")
+    assert prefers_bridge(build_analyzers("sinks,induction"), "LlamaForCausalLM")
     # decoding and ablation analyzers read at most one attention row per step: nnsight (sdpa prefills) is faster
-    assert not reads_patterns(build_analyzers("retrieval,lookback,safety,maps"), "LlamaForCausalLM")
-    assert reads_patterns(build_analyzers("retrieval,previous-token"), "LlamaForCausalLM")
-    assert reads_patterns(build_analyzers("sinks", params={"sinks": {"score_source": "pattern"}}),
+    assert not prefers_bridge(build_analyzers("retrieval,lookback,safety,maps"), "LlamaForCausalLM")
+    assert prefers_bridge(build_analyzers("retrieval,previous-token"), "LlamaForCausalLM")
+    # retrieval's masking check with the official uniform mode scales the post-rotary q: the bridge edits it
+    assert prefers_bridge(build_analyzers("retrieval", params={"retrieval": {"mask_top_k": 3}}), "LlamaForCausalLM")
+    assert not prefers_bridge(build_analyzers("retrieval", params={"retrieval": {"mask_top_k": 3, "mask_mode": "zero"}}),
+                              "LlamaForCausalLM")
+    assert not prefers_bridge(build_analyzers("function-vector,safety"), "LlamaForCausalLM")
+    assert prefers_bridge(build_analyzers("sinks", params={"sinks": {"score_source": "pattern"}}),
                                    "LlamaForCausalLM")
-    assert reads_patterns(build_analyzers("sinks"), "Qwen2ForCausalLM")  # sinks needs patterns there
+    assert prefers_bridge(build_analyzers("sinks"), "Qwen2ForCausalLM")  # sinks needs patterns there
     assert choose_backend(tiny_llama_dir) == "transformer-lens"
     assert choose_backend(tiny_llama_dir, lambda architecture: True) == "transformer-lens"
     assert choose_backend(tiny_llama_dir, lambda architecture: False) == "nnsight"
