@@ -30,7 +30,7 @@ How a cell is checked: one tiny random-init model per family (2 layers, hidden 6
 the "what matters" column switched on), loaded through the backend, scanned with the analyzer's own code on
 right-padded batches, and compared with a brute-force reference written in the test from Hugging Face's eager
 forward pass (`output_attentions`, `output_hidden_states`, the input of each attention output projection) of
-each unpadded sequence (`tests/conformance/reference.py`):
+each unpadded sequence (`tests/conformance/hf_reference.py`):
 
 * classic heads (previous-token, duplicate-token, induction): TransformerLens `detect_head` "mul" score with the
   BOS column excluded, mean over 3 repeated-random-token probes of 13 tokens;

@@ -1,5 +1,5 @@
 """The conformance matrix: every per-head analyzer x every architecture family x both backends, against a
-brute-force reference computed here from Hugging Face's eager outputs (tests/conformance/reference.py).
+brute-force reference computed here from Hugging Face's eager outputs (tests/conformance/hf_reference.py).
 
 What each cell must do (exact within a tolerance, or refuse in one line) is declared in
 `expectations.py`; docs/conformance.md is rendered from that table and checked by test_conformance_doc.py.
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conformance import expectations as ex
-from conformance import reference as ref
+from conformance import hf_reference as ref
 from headscope.analyzers import DuplicateTokenAnalyzer, InductionAnalyzer, PreviousTokenAnalyzer, ScanContext
 from headscope.analyzers.lookback import lookback_ratios
 from headscope.analyzers.maps import MapsAnalyzer
