@@ -181,17 +181,13 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
         resids = [self._intact_resid(backend, prompt) for prompt in prompts]
         for indices in _passes(head_sets, self.params.rows_per_pass, by_layer=True):
             sets = [head_sets[i] for i in indices]
-            first = min((layer for heads in sets for layer, _ in heads), default=0) if all(sets) else 0
-            n = len(sets)
-
-            def resume(resid: torch.Tensor, span: slice) -> dict[str, Any]:
-                return {"start_layer": first, "resid": resid[first][:, span].expand(n, -1, -1)} if first else {}
-
+            first, n = _first_layer(sets), len(sets)
             with backend.intervene(*row_ablations(ablation, sets, backend.spec, phases=("forward",))):
-                prefix = backend.shared_prefix(_copies(prompts[0][:shared], n), **resume(resids[0], slice(0, shared)))
+                prefix = backend.shared_prefix(_copies(prompts[0][:shared], n),
+                                               **_resume(resids[0], first, n, slice(0, shared)))
                 for index, prompt in enumerate(prompts):
                     out = backend.last_token(_copies(prompt[shared:], n), prefix=prefix,
-                                             **resume(resids[index], slice(shared, None)))
+                                             **_resume(resids[index], first, n, slice(shared, None)))
                     bar.update(n)
                     yield index, indices, out.logits.cpu(), out.hidden.cpu()
 
@@ -212,8 +208,7 @@ class SafetyHeadAnalyzer(DrivingAnalyzer):
         for indices in _passes(head_sets, step, by_layer=resid is not None):
             sets = [head_sets[i] for i in indices]
             batch = _copies(prompt, len(sets))
-            first = min((layer for heads in sets for layer, _ in heads), default=0) if all(sets) else 0
-            kwargs = {"start_layer": first, "resid": resid[first].expand(len(sets), -1, -1)} if resid is not None and first else {}
+            kwargs = _resume(resid, _first_layer(sets), len(sets)) if resid is not None else {}
             with backend.intervene(*row_ablations(ablation, sets, backend.spec, phases=("forward",))):
                 out = backend.last_token(batch, **kwargs)
             bar.update(len(sets))
@@ -360,6 +355,17 @@ def shared_start(prompts: list[list[int]]) -> int:
     return max(length, 0)
 
 
+def _first_layer(sets: list[list[Head]]) -> int:
+    """The first layer a pass of `sets` ablates (0 when a set is empty: the intact row runs every layer)."""
+    return min((layer for heads in sets for layer, _ in heads), default=0) if all(sets) else 0
+
+
+def _resume(resid: torch.Tensor, first: int, rows: int, span: slice = slice(None)) -> dict[str, Any]:
+    """`last_token` arguments that start `rows` rows at layer `first` from the intact residual stream `resid`
+    [layer, 1, pos, d_model] at positions `span`; none for a pass that starts at layer 0."""
+    return {"start_layer": first, "resid": resid[first][:, span].expand(rows, -1, -1)} if first else {}
+
+
 def _passes(head_sets: list[list[Head]], step: int, *, by_layer: bool) -> list[list[int]]:
     """Indices of `head_sets` per forward pass: at most `step` each; with `by_layer`, one first-ablated layer per
     pass (an empty set counts as layer 0), in layer order; otherwise consecutive chunks."""
@@ -367,7 +373,7 @@ def _passes(head_sets: list[list[Head]], step: int, *, by_layer: bool) -> list[l
         return [list(range(i, min(i + step, len(head_sets)))) for i in range(0, len(head_sets), step)]
     groups: dict[int, list[int]] = {}
     for index, heads in enumerate(head_sets):
-        groups.setdefault(min((layer for layer, _ in heads), default=0), []).append(index)
+        groups.setdefault(_first_layer([heads]), []).append(index)
     return [members[i : i + step] for _, members in sorted(groups.items()) for i in range(0, len(members), step)]
 
 

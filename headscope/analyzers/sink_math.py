@@ -77,8 +77,9 @@ def stats_from_qk(
     blocks of `block_size` query rows.
     """
     valid = valid.to(q.device).bool()
-    if _FLASH is not None and q.device.type == "cpu" and all(_contiguous(row) for row in valid):
-        return _stats_by_kernel(q, k, valid, scale)
+    spans = _real_spans(valid) if _FLASH is not None and q.device.type == "cpu" else None
+    if spans is not None:
+        return _stats_by_kernel(q, k, valid, spans, scale)
     return _stats_by_blocks(q, k, valid, scale, block_size)
 
 
@@ -86,9 +87,16 @@ def stats_from_qk(
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def _contiguous(row: torch.Tensor) -> bool:
-    real = row.nonzero().flatten()
-    return len(real) == 0 or int(real[-1] - real[0]) + 1 == len(real)
+def _real_spans(valid: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Each sequence's real tokens as [start, stop) ((0, 0) when it has none), or None when one sequence's real
+    tokens are not contiguous (neither left nor right padding)."""
+    spans = []
+    for row in valid:
+        real = row.nonzero().flatten()
+        if len(real) and int(real[-1] - real[0]) + 1 != len(real):
+            return None
+        spans.append((int(real[0]), int(real[-1]) + 1) if len(real) else (0, 0))
+    return spans
 
 
 def causal_columns_and_entropies(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,17 +112,16 @@ def causal_columns_and_entropies(q: torch.Tensor, k: torch.Tensor, scale: float)
     return column_lse.flip(2).exp(), entropy.clamp(min=0.0)
 
 
-def _stats_by_kernel(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> ColumnStats:
+def _stats_by_kernel(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, spans: list[tuple[int, int]],
+                     scale: float) -> ColumnStats:
     b, n_heads, t, _ = q.shape
     group = n_heads // k.shape[1]
     col_sum = torch.zeros(b, n_heads, t, dtype=torch.float64)
     entropy_sum = torch.zeros(b, n_heads, dtype=torch.float64)
     n_entropy = torch.zeros(b, dtype=torch.long)
-    for seq in range(b):
-        real = valid[seq].nonzero().flatten()
-        if len(real) == 0:
+    for seq, (lo, hi) in enumerate(spans):
+        if hi == lo:
             continue
-        lo, hi = int(real[0]), int(real[-1]) + 1
         keys = k[seq : seq + 1, :, lo:hi]
         keys = keys.repeat_interleave(group, dim=1) if group > 1 else keys
         columns, entropy = causal_columns_and_entropies(q[seq : seq + 1, :, lo:hi].float(), keys.float(), scale)

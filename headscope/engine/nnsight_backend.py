@@ -266,10 +266,7 @@ class NNsightBackend:
         attention_window.refuse_padding(batch.attention_mask, getattr(self, "_windows", []))
         if prefix is not None:
             prefix.check(batch, start_layer)
-        with self._attention_for(Needs()):  # reads no attention weights: sdpa where it serves
-            if start_layer:
-                with self._skipping_layers(start_layer, resid):
-                    return self._last_token(batch, prefix)
+        with self._attention_for(Needs()), self._skipping_layers(start_layer, resid):  # no weights read: sdpa
             return self._last_token(batch, prefix)
 
     def shared_prefix(self, batch: ProbeBatch, *, start_layer: int = 0, resid: torch.Tensor | None = None) -> "SharedPrefix":
@@ -286,12 +283,9 @@ class NNsightBackend:
         cache = hf_cache.new_cache(hf_model.config)
         encoding = {**self._encoding(batch.input_ids, batch.attention_mask), **hf_cache.cache_kwargs(hf_model, cache),
                     **hf_cache.last_logits_only(hf_model)}
-        with torch.inference_mode(), self._in_phase("forward"), self._attention_for(Needs()):
-            if start_layer:
-                with self._skipping_layers(start_layer, resid):
-                    hf_model(**encoding)
-            else:
-                hf_model(**encoding)
+        with torch.inference_mode(), self._in_phase("forward"), self._attention_for(Needs()), \
+                self._skipping_layers(start_layer, resid):
+            hf_model(**encoding)
         rows, length = batch.input_ids.shape
         spec = self.spec
         hf_cache.hold_skipped_layers(cache, range(start_layer), (rows, spec.n_kv_heads, length, spec.d_head), self.dtype)
@@ -299,9 +293,12 @@ class NNsightBackend:
         return SharedPrefix(cache, length, rows, start_layer)
 
     @contextlib.contextmanager
-    def _skipping_layers(self, start_layer: int, resid: torch.Tensor) -> Iterator[None]:
+    def _skipping_layers(self, start_layer: int, resid: torch.Tensor | None) -> Iterator[None]:
         """Layers before `start_layer` become pass-throughs (indices kept: models look up per-layer settings by
-        index); layer `start_layer` receives `resid` as its hidden states. Restored on exit."""
+        index); layer `start_layer` receives `resid` as its hidden states. Restored on exit; 0: nothing skipped."""
+        if not start_layer:
+            yield
+            return
         hf_model = self.model._module
         list_path, _, _ = self.sites[0].layer_path.rpartition(".")
         parent_path, _, attribute = list_path.rpartition(".")
